@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kerasbert",
+    version="0.1.0",
+    description="BERT in Keras 3: multitask fine-tuning (CS224N minBERT) and text-in TFLite export",
+    packages=find_packages(include=["kerasbert*", "training*", "export*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tensorflow-text==2.21.*",
+        "keras>=3.15",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "safetensors",
+        "ai-edge-litert",
+        "huggingface_hub",
+        "tqdm",
+        "matplotlib",
+        "tensorboard",
+    ],
+    extras_require={
+        # The reference stack for parity tests. Install torch==2.13.0 first
+        # (the Makefile does): a bare `torch` would pull a CUDA build.
+        "test": [
+            "pytest",
+            "torch==2.13.0",
+            "transformers>=5",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+        ],
+    },
+)
