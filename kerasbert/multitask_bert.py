@@ -1,0 +1,264 @@
+"""`MultitaskBert`: one shared BERT encoder, three CS224N task heads."""
+
+import keras
+from keras import ops
+
+from kerasbert.bert_backbone import BertBackbone
+
+TASKS = ("sentiment", "paraphrase", "similarity")
+_INPUT_KEYS = ("token_ids", "segment_ids", "padding_mask")
+
+
+def sentence_inputs(prefix=None):
+    """A dict of three (B, T) int32 `keras.Input`s, as `BertTokenizer` returns.
+
+    Without a prefix the inputs are named like their keys, which is what a
+    model taking this dict at its top level wants.
+    """
+    return {k: keras.Input(shape=(None,), dtype="int32",
+                           name=f"{prefix}_{k}" if prefix else k)
+            for k in _INPUT_KEYS}
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the token vectors where `padding_mask` is 1: (B,T,H),(B,T) -> (B,H)."""
+
+    def call(self, sequence, padding_mask):
+        mask = ops.cast(padding_mask, sequence.dtype)[:, :, None]  # (B,T) -> (B,T,1)
+        total = ops.sum(sequence * mask, axis=1)
+        count = ops.maximum(ops.sum(mask, axis=1), 1.0)
+        return total / count
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class PairScore(keras.layers.Layer):
+    """Scores two sentence vectors without parameters: `dot` or `cosine`.
+
+    (B,E),(B,E) -> (B,). Cosine is computed in float32 for stability.
+    """
+
+    def __init__(self, kind, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("dot", "cosine"):
+            raise ValueError(f"PairScore kind must be 'dot' or 'cosine', got {kind!r}")
+        self.kind = kind
+
+    def call(self, a, b):
+        a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
+        if self.kind == "cosine":
+            a = a / ops.maximum(ops.norm(a, axis=-1, keepdims=True), 1e-8)
+            b = b / ops.maximum(ops.norm(b, axis=-1, keepdims=True), 1e-8)
+        return ops.sum(a * b, axis=-1)
+
+    def compute_output_shape(self, a_shape, b_shape=None):
+        return (a_shape[0],)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class MultitaskBert(keras.Model):
+    """Functional multitask model over one shared `BertBackbone`.
+
+    Inputs (nested dict of int32 (B, T) tensors, each `{token_ids,
+    segment_ids, padding_mask}` as `BertTokenizer` returns them):
+      - `sentiment`: one sentence;
+      - `paraphrase` / `similarity`: `{"a": ..., "b": ...}` (each sentence
+        encoded alone, `pair_encoding="bi"`) or `{"pair": ...}`
+        (`[CLS] a [SEP] b [SEP]` encoded together, `pair_encoding="cross"`).
+
+    Outputs: `sentiment` (B, 5) logits, `paraphrase` (B,) logit,
+    `similarity` (B,) score on the STS 0-5 scale.
+
+    Per-task sub-models sharing the same weights (so a training step or an
+    export only runs the encoder for the task at hand) come from
+    `task_model(name)`: the three tasks, `"embedding"` (one sentence ->
+    sentence vector) and, for bi-encoders, `"pair_embeddings"`
+    (pair -> `{"a", "b"}` vectors the similarity head compares).
+
+    Args:
+        backbone: a `BertBackbone`.
+        pair_encoding: `"bi"` or `"cross"`.
+        pooling: sentence vector from the encoder: `"pooled"` (tanh pooler,
+            the paper's choice), `"mean"` (masked mean) or `"cls"`.
+        paraphrase_head: `"concat"` (linear on [u; v]), `"dot"` (dot product of
+            projections) or `"cosine"` (cosine of projections, learned affine
+            to a logit). Ignored for cross encoding (linear on the pair).
+        similarity_head: `"concat"`, `"dot"` or `"cosine"`, as above.
+        similarity_output: how the raw similarity becomes 0-5: `"sigmoid"`
+            (5 * sigmoid), `"linear"` (as is) or `"relu"` (5 * relu, for cosine).
+        projection_dim: r, the width of the projections used by dot/cosine
+            heads; `None` compares the sentence vectors themselves.
+        shared_projection: one projection for both pair tasks, or one each.
+        num_sentiment_classes: 5 for SST, 2 for CFIMDB.
+        dropout: dropout on sentence vectors before the heads.
+
+    Example:
+    >>> import numpy as np
+    >>> from kerasbert import BertBackbone, BertConfig
+    >>> model = MultitaskBert(BertBackbone.from_bert_config(BertConfig.tiny()),
+    ...                       paraphrase_head="dot", similarity_head="cosine",
+    ...                       similarity_output="relu", projection_dim=16)
+    >>> s = {k: np.ones((2, 8), "int32") for k in
+    ...      ("token_ids", "segment_ids", "padding_mask")}
+    >>> out = model({"sentiment": s, "paraphrase": {"a": s, "b": s},
+    ...              "similarity": {"a": s, "b": s}})
+    >>> tuple(out["sentiment"].shape), tuple(out["similarity"].shape)
+    ((2, 5), (2,))
+    """
+
+    def __init__(
+        self,
+        backbone,
+        pair_encoding="bi",
+        pooling="pooled",
+        paraphrase_head="concat",
+        similarity_head="concat",
+        similarity_output="sigmoid",
+        projection_dim=None,
+        shared_projection=True,
+        num_sentiment_classes=5,
+        dropout=0.1,
+        **kwargs,
+    ):
+        if pair_encoding not in ("bi", "cross"):
+            raise ValueError(f"pair_encoding must be 'bi' or 'cross', got {pair_encoding!r}")
+        if pooling not in ("pooled", "mean", "cls"):
+            raise ValueError(f"pooling must be 'pooled', 'mean' or 'cls', got {pooling!r}")
+        for head in (paraphrase_head, similarity_head):
+            if head not in ("concat", "dot", "cosine"):
+                raise ValueError(f"pair head must be concat/dot/cosine, got {head!r}")
+        if similarity_output not in ("sigmoid", "linear", "relu"):
+            raise ValueError(f"similarity_output must be sigmoid/linear/relu, got {similarity_output!r}")
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        dense = lambda units, name: keras.layers.Dense(units, kernel_initializer=init, name=name)  # noqa: E731
+
+        # --- layers (names are part of the saved-weights API) ---
+        pooler = MaskedMeanPooling(name="mean_pooling") if pooling == "mean" else None
+        drop = keras.layers.Dropout(dropout, name="head_dropout")
+        sentiment_dense = dense(num_sentiment_classes, "sentiment_dense")
+        uses_projection = projection_dim and pair_encoding == "bi"
+        projections = {}
+        if uses_projection:
+            shared = dense(projection_dim, "projection") if shared_projection else None
+            for task in ("paraphrase", "similarity"):
+                projections[task] = shared or dense(projection_dim, f"{task}_projection")
+        para_dense = dense(1, "paraphrase_dense")
+        sim_dense = dense(1, "similarity_dense")
+
+        def embed(inputs):
+            out = backbone(inputs)
+            if pooling == "pooled":
+                return out["pooled_output"]
+            if pooling == "cls":
+                return out["sequence_output"][:, 0, :]  # (B,T,H) -> (B,H)
+            return pooler(out["sequence_output"], inputs["padding_mask"])
+
+        def pair_vectors(task, pair):
+            u, v = drop(embed(pair["a"])), drop(embed(pair["b"]))
+            if task in projections:
+                u, v = projections[task](u), projections[task](v)
+            return u, v
+
+        def pair_raw(task, head, pair):
+            if pair_encoding == "cross":
+                dense_layer = para_dense if task == "paraphrase" else sim_dense
+                return ops.squeeze(dense_layer(drop(embed(pair["pair"]))), -1)
+            if head == "concat":
+                u, v = drop(embed(pair["a"])), drop(embed(pair["b"]))
+                dense_layer = para_dense if task == "paraphrase" else sim_dense
+                return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1)
+            u, v = pair_vectors(task, pair)
+            score = PairScore(head, name=f"{task}_{head}")(u, v)
+            if task == "paraphrase" and head == "cosine":
+                # A cosine lives in [-1, 1]; a learned affine turns it into a logit.
+                score = ops.squeeze(para_dense(score[:, None]), -1)
+            return score
+
+        def pair_inputs(task):
+            if pair_encoding == "cross":
+                return {"pair": sentence_inputs(f"{task}_pair")}
+            return {"a": sentence_inputs(f"{task}_a"), "b": sentence_inputs(f"{task}_b")}
+
+        sent_in = sentence_inputs()
+        para_in = pair_inputs("paraphrase")
+        sim_in = pair_inputs("similarity")
+        sentiment = keras.layers.Identity(name="sentiment")(sentiment_dense(drop(embed(sent_in))))
+        paraphrase = keras.layers.Identity(name="paraphrase")(
+            pair_raw("paraphrase", paraphrase_head, para_in))
+        raw = pair_raw("similarity", similarity_head, sim_in)
+        if similarity_output == "sigmoid":
+            raw = 5.0 * ops.sigmoid(raw)
+        elif similarity_output == "relu":
+            raw = 5.0 * ops.relu(raw)
+        similarity = keras.layers.Identity(name="similarity")(raw)
+
+        super().__init__(
+            inputs={"sentiment": sent_in, "paraphrase": para_in, "similarity": sim_in},
+            outputs={"sentiment": sentiment, "paraphrase": paraphrase, "similarity": similarity},
+            **kwargs,
+        )
+        self.backbone = backbone
+        self.pair_encoding = pair_encoding
+        self.pooling = pooling
+        self.paraphrase_head = paraphrase_head
+        self.similarity_head = similarity_head
+        self.similarity_output = similarity_output
+        self.projection_dim = projection_dim
+        self.shared_projection = shared_projection
+        self.num_sentiment_classes = num_sentiment_classes
+        self.dropout = dropout
+
+        # Sub-models reuse the layers above, hence the weights. Kept out of
+        # Keras' attribute tracking so saving sees each weight once.
+        submodels = {
+            "sentiment": keras.Model(sent_in, sentiment, name="sentiment_model"),
+            "paraphrase": keras.Model(para_in, paraphrase, name="paraphrase_model"),
+            "similarity": keras.Model(sim_in, similarity, name="similarity_model"),
+        }
+        emb_in = sentence_inputs()
+        emb = embed(emb_in)
+        if "similarity" in projections:
+            emb = projections["similarity"](emb)
+        submodels["embedding"] = keras.Model(emb_in, emb, name="embedding_model")
+        if pair_encoding == "bi":
+            pe_in = pair_inputs("pair_embeddings")
+            u, v = pair_vectors("similarity", pe_in)
+            submodels["pair_embeddings"] = keras.Model(pe_in, {"a": u, "b": v},
+                                                       name="pair_embeddings_model")
+        object.__setattr__(self, "_submodels", submodels)
+
+    def task_model(self, name):
+        """The sub-model for `name`: a task, `"embedding"` or `"pair_embeddings"`."""
+        if name not in self._submodels:
+            raise KeyError(f"no sub-model {name!r}; have {sorted(self._submodels)}")
+        return self._submodels[name]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.layers.serialize(self.backbone),
+            "pair_encoding": self.pair_encoding,
+            "pooling": self.pooling,
+            "paraphrase_head": self.paraphrase_head,
+            "similarity_head": self.similarity_head,
+            "similarity_output": self.similarity_output,
+            "projection_dim": self.projection_dim,
+            "shared_projection": self.shared_projection,
+            "num_sentiment_classes": self.num_sentiment_classes,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = config.pop("backbone")
+        if isinstance(backbone, dict):
+            backbone = keras.layers.deserialize(backbone)
+        return cls(backbone=backbone, **config)
