@@ -1,0 +1,1 @@
+"""Multitask fine-tuning of kerasbert on the CS224N minBERT tasks."""

@@ -1,0 +1,375 @@
+"""Readers for the CS224N minBERT task files (SST, CFIMDB, Quora, STS).
+
+The files are tab-separated despite the `.csv` name, use `"` quoting and
+start with an unnamed row-index column; the test-student files of SST and
+CFIMDB carry one more leading index column. Columns are therefore always
+read by header name, never by position.
+
+A row that cannot be used (missing field, empty text, bad label) is skipped,
+recorded as a `SkippedRow` with its file and line number, and summarised in
+one logged line; nothing is dropped silently. A file that lacks a needed
+column or yields no valid row raises `ValueError`.
+
+Example:
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "ids-sst-dev.csv"
+>>> _ = path.write_text("\\tid\\tsentence\\tsentiment\\n0\\ta1\\t Good film .\\t3\\n"
+...                     "1\\ta2\\t   \\t1\\n")
+>>> data = read_sentiment(path, num_classes=5)
+>>> data.texts, data.labels.tolist(), len(data.skipped)
+(['Good film .'], [3], 1)
+>>> str(data.skipped[0])
+'ids-sst-dev.csv:3: empty sentence'
+"""
+
+import csv
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("sst", "cfimdb", "quora", "sts")
+SPLITS = ("train", "dev", "test")
+SENTIMENT_CLASSES = {"sst": 5, "cfimdb": 2}
+DATA_ENV_VAR = "KERASBERT_DATA"
+
+# Shown per file in the logged summary; the full list is on `.skipped`.
+_MAX_REASONS_LOGGED = 5
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """One row left out of a dataset: `path`, 1-based physical `line`, `reason`."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self):
+        return f"{os.path.basename(self.path)}:{self.line}: {self.reason}"
+
+
+class _Subsettable:
+    """`__len__`, `take` and `subset` shared by the two data records."""
+
+    _row_fields: tuple = ()
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def labeled(self):
+        return self.labels is not None
+
+    def take(self, n):
+        """The first `n` examples (all when `n` is None), e.g. for `--limit` smoke runs."""
+        if n is None:
+            return self.subset(np.arange(len(self)))
+        if n < 0:
+            raise ValueError(f"take(n) needs n >= 0, got {n}")
+        return self.subset(np.arange(min(int(n), len(self))))
+
+    def subset(self, indices):
+        """The examples at `indices` (any int sequence, order kept), e.g. for `--quora-fraction`.
+
+        `source` and `skipped` are kept: they describe the file the rows came
+        from. Token lengths already cached for bucketing are sliced along.
+        """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
+            raise IndexError(f"{self.source}: subset index out of range for {len(self)} examples")
+        values = {name: [getattr(self, name)[i] for i in indices] for name in self._row_fields}
+        labels = None if self.labels is None else self.labels[indices]
+        out = type(self)(**values, labels=labels, source=self.source, skipped=list(self.skipped))
+        out._token_length_cache = {key: {part: lengths[indices] for part, lengths in cached.items()}
+                                   for key, cached in self._token_length_cache.items()}
+        return out
+
+
+@dataclass(eq=False)
+class SentenceData(_Subsettable):
+    """Single-sentence classification data (SST, CFIMDB).
+
+    Args:
+        ids: example ids, as in the file.
+        texts: sentences, whitespace-stripped.
+        labels: int32 (N,) class ids, or None for unlabeled (test) data.
+        source: the file read (for messages).
+        skipped: rows left out of the file, with reasons.
+
+    Example:
+    >>> d = SentenceData(["a", "b"], ["good", "bad"], np.array([1, 0], np.int32), "x.csv")
+    >>> len(d), d.take(1).texts, d.subset([1, 0]).labels.tolist()
+    (2, ['good'], [0, 1])
+    """
+
+    ids: list
+    texts: list
+    labels: np.ndarray | None
+    source: str
+    skipped: list = field(default_factory=list)
+    # Per-tokenizer untruncated token lengths, filled by `training.pipelines`.
+    _token_length_cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    _row_fields = ("ids", "texts")
+
+    def __post_init__(self):
+        _check_lengths(self, ids=self.ids, texts=self.texts)
+
+
+@dataclass(eq=False)
+class PairData(_Subsettable):
+    """Sentence-pair data (Quora paraphrase, STS similarity).
+
+    Args:
+        ids: example ids, as in the file.
+        texts_a, texts_b: first and second sentences, whitespace-stripped.
+        labels: float32 (N,) (Quora 0/1, STS 0-5), or None for unlabeled data.
+        source: the file read (for messages).
+        skipped: rows left out of the file, with reasons.
+
+    Example:
+    >>> d = PairData(["a"], ["How old?"], ["What age?"], np.array([1.0], np.float32), "q.csv")
+    >>> len(d), d.take(5).texts_b
+    (1, ['What age?'])
+    """
+
+    ids: list
+    texts_a: list
+    texts_b: list
+    labels: np.ndarray | None
+    source: str
+    skipped: list = field(default_factory=list)
+    _token_length_cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    _row_fields = ("ids", "texts_a", "texts_b")
+
+    def __post_init__(self):
+        _check_lengths(self, ids=self.ids, texts_a=self.texts_a, texts_b=self.texts_b)
+
+
+def _check_lengths(record, **columns):
+    if record.labels is not None:
+        columns["labels"] = record.labels
+    sizes = {name: len(values) for name, values in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{record.source}: columns differ in length {sizes}")
+
+
+def read_sentiment(path, num_classes, labeled=True):
+    """Reads an SST (`num_classes=5`) or CFIMDB (`num_classes=2`) file.
+
+    Args:
+        path: the file (columns `id`, `sentence` and, when labeled, `sentiment`).
+        num_classes: labels must be integers in [0, num_classes); "3" and "3.0" both read as 3.
+        labeled: read the `sentiment` column; False for test-student files.
+
+    Returns:
+        `SentenceData` with int32 labels (None when unlabeled).
+    """
+    label_column = "sentiment" if labeled else None
+    rows, skipped = _read_rows(
+        path, ("id", "sentence"), label_column,
+        lambda text: _parse_class(text, num_classes))
+    labels = np.array([r[2] for r in rows], np.int32) if labeled else None
+    return SentenceData(ids=[r[0] for r in rows], texts=[r[1][0] for r in rows],
+                        labels=labels, source=str(path), skipped=skipped)
+
+
+def read_quora(path, labeled=True):
+    """Reads a Quora question-pairs file: `id`, `sentence1`, `sentence2`, `is_duplicate`.
+
+    Labels are given as "0.0"/"1.0" (plain "0"/"1" accepted too) and come
+    back as float32 0/1; anything else skips the row.
+    """
+    label_column = "is_duplicate" if labeled else None
+    return _read_pairs(path, label_column, _parse_binary)
+
+
+def read_sts(path, labeled=True):
+    """Reads an STS file: `id`, `sentence1`, `sentence2`, `similarity` (float in [0, 5])."""
+    label_column = "similarity" if labeled else None
+    return _read_pairs(path, label_column, lambda text: _parse_range(text, 0.0, 5.0))
+
+
+def _read_pairs(path, label_column, parse_label):
+    rows, skipped = _read_rows(path, ("id", "sentence1", "sentence2"), label_column, parse_label)
+    labels = np.array([r[2] for r in rows], np.float32) if label_column else None
+    return PairData(ids=[r[0] for r in rows], texts_a=[r[1][0] for r in rows],
+                    texts_b=[r[1][1] for r in rows], labels=labels,
+                    source=str(path), skipped=skipped)
+
+
+def _read_rows(path, columns, label_column, parse_label):
+    """Reads `path`, returning ([(id, texts, label)], [SkippedRow]).
+
+    `columns` is ("id", text columns...). Every problem of a row is listed in
+    its reason, so one look at the log says all that is wrong with it.
+    """
+    path = str(path)
+    _raise_csv_field_limit()
+    needed = list(columns) + ([label_column] if label_column else [])
+    rows, skipped = [], []
+    total = 0
+    # newline="" lets csv handle quoted fields itself; utf-8-sig drops a BOM
+    # that would otherwise end up in the (unused) first header name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter="\t", quotechar='"')
+        try:
+            header = [name.strip() for name in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path}: empty file, expected a header with columns {needed}") from None
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; header has {header}")
+        position = {name: header.index(name) for name in needed}
+        last_line = reader.line_num
+        for row in reader:
+            # A quoted field may span lines; report where the row starts.
+            line, last_line = last_line + 1, reader.line_num
+            if not row:  # csv yields [] for a blank line: not a data row
+                continue
+            total += 1
+            problems = []
+            if len(row) > len(header):
+                problems.append(f"{len(row)} fields, header has {len(header)}")
+            values = {}
+            for name in needed:
+                i = position[name]
+                if i >= len(row):
+                    problems.append(f"missing field '{name}'")
+                elif not row[i].strip():
+                    problems.append(f"empty {name}")
+                else:
+                    values[name] = row[i].strip()
+            label = None
+            if label_column and label_column in values:
+                label, problem = parse_label(values[label_column])
+                if problem:
+                    problems.append(f"{label_column} {problem}")
+            if problems:
+                skipped.append(SkippedRow(path, line, ", ".join(problems)))
+                continue
+            rows.append((values["id"], [values[c] for c in columns[1:]], label))
+    _log_summary(path, total, skipped)
+    if not rows:
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise ValueError(f"{path}: no valid rows ({total} data rows, {len(skipped)} skipped{first})")
+    return rows, skipped
+
+
+def _log_summary(path, total, skipped):
+    name = os.path.basename(path)
+    if not skipped:
+        logger.info("%s: read %d rows", name, total)
+        return
+    reasons = "; ".join(f"line {s.line}: {s.reason}" for s in skipped[:_MAX_REASONS_LOGGED])
+    if len(skipped) > _MAX_REASONS_LOGGED:
+        reasons += f"; ... {len(skipped) - _MAX_REASONS_LOGGED} more"
+    logger.warning("%s: skipped %d of %d rows (%s)", name, len(skipped), total, reasons)
+
+
+def _raise_csv_field_limit():
+    # CFIMDB reviews exceed csv's 128 KiB default field limit; sys.maxsize
+    # overflows a C long on some platforms, so fall back to 2**31 - 1.
+    try:
+        csv.field_size_limit(sys.maxsize)
+    except OverflowError:
+        csv.field_size_limit(2**31 - 1)
+
+
+def _parse_number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_class(text, num_classes):
+    value = _parse_number(text)
+    if value is None:
+        return None, f"'{text}' is not a number"
+    if value != int(value):
+        return None, f"'{text}' is not an integer"
+    if not 0 <= value < num_classes:
+        return None, f"'{text}' is out of range 0-{num_classes - 1}"
+    return int(value), None
+
+
+def _parse_binary(text):
+    value = _parse_number(text)
+    if value is None:
+        return None, f"'{text}' is not a number"
+    if value not in (0.0, 1.0):
+        return None, f"'{text}' is not 0 or 1"
+    return value, None
+
+
+def _parse_range(text, low, high):
+    value = _parse_number(text)
+    if value is None:
+        return None, f"'{text}' is not a number"
+    if not low <= value <= high:
+        return None, f"'{text}' is out of range {low:g}-{high:g}"
+    return value, None
+
+
+_FILE_STEMS = {"sst": "ids-sst", "cfimdb": "ids-cfimdb", "quora": "quora", "sts": "sts"}
+_SPLIT_SUFFIX = {"train": "train", "dev": "dev", "test": "test-student"}
+
+
+def split_path(task, split, data_dir):
+    """The file of `task`/`split` in `data_dir`, e.g. ("sst", "test") -> ids-sst-test-student.csv."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return Path(data_dir) / f"{_FILE_STEMS[task]}-{_SPLIT_SUFFIX[split]}.csv"
+
+
+def load_split(task, split, data_dir):
+    """Reads one task's split; "test" means the unlabeled test-student file.
+
+    Args:
+        task: "sst", "cfimdb", "quora" or "sts".
+        split: "train", "dev" or "test".
+        data_dir: the folder holding the CS224N files (see `resolve_data_dir`).
+
+    Returns:
+        `SentenceData` for sst/cfimdb, `PairData` for quora/sts.
+    """
+    path = split_path(task, split, data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (task {task!r}, split {split!r})")
+    labeled = split != "test"
+    if task in SENTIMENT_CLASSES:
+        return read_sentiment(path, SENTIMENT_CLASSES[task], labeled=labeled)
+    if task == "quora":
+        return read_quora(path, labeled=labeled)
+    return read_sts(path, labeled=labeled)
+
+
+def resolve_data_dir(flag_value=None):
+    """The data folder: `flag_value` (the `--data-dir` flag), else `$KERASBERT_DATA`.
+
+    Raises:
+        ValueError: neither is set, or the folder does not exist.
+    """
+    value = flag_value or os.environ.get(DATA_ENV_VAR)
+    if not value:
+        raise ValueError(
+            "no data folder given: pass --data-dir /path/to/data or set "
+            f"{DATA_ENV_VAR}=/path/to/data (the folder with ids-sst-train.csv etc.)")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        origin = "--data-dir" if flag_value else DATA_ENV_VAR
+        raise ValueError(f"data folder {path} (from {origin}) does not exist; "
+                         f"fix --data-dir or {DATA_ENV_VAR}")
+    return path
