@@ -145,6 +145,10 @@ class BertBackbone(keras.Model):
             "attention_dropout": self.attention_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
+            # Without it a mixed-precision backbone reloads as float32. The
+            # functional Model drops its own `dtype`, so read the layers' policy.
+            "dtype": keras.dtype_policies.serialize(
+                self.get_layer("embeddings").dtype_policy),
         }
 
     @classmethod

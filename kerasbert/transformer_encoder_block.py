@@ -62,7 +62,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention = MultiHeadSelfAttention(
             hidden_dim, num_heads, dropout=attention_dropout,
             name="self_attention", dtype=policy)
-        self.attention_dropout_layer = keras.layers.Dropout(dropout, name="attention_dropout")
+        self.attention_dropout_layer = keras.layers.Dropout(
+            dropout, name="attention_dropout", dtype=policy)
         self.attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="attention_layer_norm", dtype=policy)
         self.intermediate_dense = keras.layers.Dense(
@@ -70,7 +71,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=init, name="intermediate_dense", dtype=policy)
         self.output_dense = keras.layers.Dense(
             hidden_dim, kernel_initializer=init, name="output_dense", dtype=policy)
-        self.output_dropout_layer = keras.layers.Dropout(dropout, name="output_dropout")
+        self.output_dropout_layer = keras.layers.Dropout(
+            dropout, name="output_dropout", dtype=policy)
         self.output_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="output_layer_norm", dtype=policy)
 
