@@ -1,0 +1,287 @@
+"""training.pipelines: bucket plans, fixed shapes, exact resume, tf.data == eager tokenizer."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert.bert_tokenizer import BertTokenizer
+from training.pipelines import (PAD_INDEX, TaskBatches, batch_plan, make_eval_dataset,
+                                make_train_dataset, padding_waste, resolve_buckets, token_lengths)
+from training.readers import PairData, SentenceData, load_split
+
+WORDS = [f"w{i}" for i in range(40)]
+BUCKETS = (8, 16)
+MAX_LENGTH = 32
+SHAPES = {(4, 8), (4, 16), (4, 32)}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + WORDS)
+
+
+def random_texts(rng, n, max_words):
+    return [" ".join(rng.choice(WORDS, size=rng.integers(1, max_words + 1))) for _ in range(n)]
+
+
+@pytest.fixture()
+def sentences():
+    rng = np.random.default_rng(1)
+    n = 37
+    return SentenceData([f"s{i}" for i in range(n)], random_texts(rng, n, 40),
+                        rng.integers(0, 5, n).astype(np.int32), "toy-sentences")
+
+
+@pytest.fixture()
+def pairs():
+    rng = np.random.default_rng(2)
+    n = 29
+    return PairData([f"p{i}" for i in range(n)], random_texts(rng, n, 20), random_texts(rng, n, 20),
+                    rng.uniform(0, 5, n).astype(np.float32), "toy-pairs")
+
+
+def collect(dataset):
+    """A dataset's elements as nested NumPy structures (None stays None)."""
+    return [tf.nest.map_structure(lambda t: None if t is None else t.numpy(), element)
+            for element in dataset]
+
+
+def assert_tree_equal(a, b):
+    tf.nest.assert_same_structure(a, b)
+    for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resolve_buckets():
+    assert resolve_buckets((32, 64, 128), 128) == (32, 64, 128)
+    assert resolve_buckets((128, 32, 64), 100) == (32, 64, 100)
+    assert resolve_buckets((32, 64, 128), 512) == (32, 64, 128, 512)
+    assert resolve_buckets(None, 64) == (32, 64)
+    with pytest.raises(ValueError, match=">= 3"):
+        resolve_buckets((2, 8), 16)
+
+
+def lengths_for_plans():
+    rng = np.random.default_rng(0)
+    return rng.integers(3, 60, size=103)
+
+
+def test_eval_plan_scores_every_example_once():
+    lengths = lengths_for_plans()
+    buckets = (8, 16, 32)
+    plan = batch_plan(lengths, 8, buckets, shuffle=False)
+    assert all(idx.shape == (8,) for _, idx in plan)
+    rows = np.concatenate([idx for _, idx in plan])
+    real = rows[rows != PAD_INDEX]
+    assert sorted(real.tolist()) == list(range(len(lengths)))
+    assert (rows == PAD_INDEX).sum() == -len(lengths) % 8
+    assert all(PAD_INDEX not in idx for _, idx in plan[:-1])  # padding only at the very end
+    for length, idx in plan:
+        assert length in buckets
+        idx = idx[idx != PAD_INDEX]
+        assert np.all(length >= np.minimum(lengths[idx], buckets[-1]))
+    # Eval plans ignore seed and epoch.
+    assert plan_key(plan) == plan_key(batch_plan(lengths, 8, buckets, seed=5, epoch=9,
+                                                 shuffle=False))
+
+
+def plan_key(plan):
+    return [(length, idx.tolist()) for length, idx in plan]
+
+
+def test_train_plan_deterministic_full_and_reshuffled():
+    lengths = lengths_for_plans()
+    buckets = (8, 16, 32)
+    plan = batch_plan(lengths, 8, buckets, seed=3, epoch=0)
+    assert plan_key(plan) == plan_key(batch_plan(lengths, 8, buckets, seed=3, epoch=0))
+    assert plan_key(plan) != plan_key(batch_plan(lengths, 8, buckets, seed=3, epoch=1))
+    assert plan_key(plan) != plan_key(batch_plan(lengths, 8, buckets, seed=4, epoch=0))
+    for epoch in range(4):
+        plan = batch_plan(lengths, 8, buckets, seed=3, epoch=epoch)
+        rows = np.concatenate([idx for _, idx in plan])
+        assert all(idx.shape == (8,) for _, idx in plan)
+        assert len(plan) == len(lengths) // 8  # same count every epoch
+        assert len(set(rows.tolist())) == rows.size and PAD_INDEX not in rows
+        for length, idx in plan:
+            assert np.all(length >= np.minimum(lengths[idx], buckets[-1]))
+    sat_out = [set(range(len(lengths))) - set(np.concatenate(
+        [idx for _, idx in batch_plan(lengths, 8, buckets, seed=3, epoch=e)]).tolist())
+        for e in range(4)]
+    assert all(len(s) == len(lengths) % 8 for s in sat_out)
+    assert len(set(map(frozenset, sat_out))) > 1  # not the same examples every epoch
+
+
+def test_underfull_buckets_move_up_instead_of_being_dropped():
+    lengths = np.array([4, 5, 6] + [12] * 5)  # 3 short ones: less than one batch of 4
+    plan = batch_plan(lengths, 4, (8, 16), seed=0, epoch=0)
+    assert len(plan) == 2 and all(length == 16 for length, _ in plan)
+    assert sorted(np.concatenate([idx for _, idx in plan]).tolist()) == list(range(8))
+    # Nothing above to move into: a lone remainder is padded (eval) where it is.
+    plan = batch_plan(np.array([4, 5, 6]), 4, (8, 16), shuffle=False)
+    assert plan_key(plan) == [(8, [0, 1, 2, PAD_INDEX])]
+
+
+def test_padding_waste():
+    plan = [(4, np.array([0, 1])), (8, np.array([2, PAD_INDEX]))]
+    assert padding_waste(plan, [4, 2, 6]) == pytest.approx(0.5)
+    assert padding_waste([(4, np.array([0]))], [9]) == 0.0  # truncated, so no waste
+    assert padding_waste([], []) == 0.0
+
+
+def test_token_lengths_are_cached_and_follow_subsets(tok, pairs):
+    calls = []
+
+    class Counting(BertTokenizer):
+        def token_lengths(self, *args):
+            calls.append(len(args[0]))
+            return super().token_lengths(*args)
+
+    counting = Counting(tok.vocabulary)
+    bi = token_lengths(pairs, counting, "bi")
+    cross = token_lengths(pairs, counting, "cross")
+    assert len(calls) == 2  # a and b once each, both encodings derived from them
+    words_a = np.array([len(t.split()) for t in pairs.texts_a])
+    words_b = np.array([len(t.split()) for t in pairs.texts_b])
+    np.testing.assert_array_equal(bi, np.maximum(words_a, words_b) + 2)
+    np.testing.assert_array_equal(cross, words_a + words_b + 3)
+    np.testing.assert_array_equal(cross, tok.token_lengths(pairs.texts_a, pairs.texts_b).numpy())
+    sub = pairs.subset([3, 1])
+    np.testing.assert_array_equal(token_lengths(sub, counting, "cross"), cross[[3, 1]])
+    assert len(calls) == 2
+
+
+def check_eval_dataset(data, tok, pair_encoding):
+    """Every batch has a bucket shape and equals the tokenizer called eagerly."""
+    ds, n = make_eval_dataset(data, tok, batch_size=4, buckets=BUCKETS, max_length=MAX_LENGTH,
+                              pair_encoding=pair_encoding)
+    batches = collect(ds)
+    assert len(batches) == n == -(-len(data) // 4)
+    seen = []
+    for x, y, weight, index in batches:
+        shapes = {v.shape for v in tf.nest.flatten(x)}
+        assert len(shapes) == 1 and shapes <= SHAPES
+        length = shapes.pop()[1]
+        assert all(v.dtype == np.int32 for v in tf.nest.flatten(x))
+        assert weight.dtype == np.float32 and index.dtype == np.int32
+        if isinstance(data, SentenceData):
+            expected = tok(np.array(data.texts)[index], max_length=length)
+        elif pair_encoding == "bi":
+            expected = {"a": tok(np.array(data.texts_a)[index], max_length=length),
+                        "b": tok(np.array(data.texts_b)[index], max_length=length)}
+        else:
+            expected = {"pair": tok(np.array(data.texts_a)[index], np.array(data.texts_b)[index],
+                                    max_length=length)}
+        assert_tree_equal(x, expected)
+        if data.labels is None:
+            assert y is None
+        else:
+            np.testing.assert_array_equal(y, data.labels[index])
+        assert np.all(index[weight == 0] == 0)
+        seen += index[weight > 0].tolist()
+    assert sorted(seen) == list(range(len(data)))
+    return batches
+
+
+def test_sentence_eval_dataset(tok, sentences):
+    batches = check_eval_dataset(sentences, tok, "bi")
+    x, y, _, _ = batches[0]
+    assert sorted(x) == ["padding_mask", "segment_ids", "token_ids"] and y.dtype == np.int32
+    assert {b[0]["token_ids"].shape[1] for b in batches} == {8, 16, 32}  # truncation used too
+
+
+def test_unlabeled_eval_dataset_yields_none(tok, sentences):
+    unlabeled = SentenceData(sentences.ids, sentences.texts, None, "toy-test")
+    check_eval_dataset(unlabeled, tok, "bi")
+
+
+@pytest.mark.parametrize("encoding,keys", [("bi", ["a", "b"]), ("cross", ["pair"])])
+def test_pair_eval_dataset_structures(tok, pairs, encoding, keys):
+    batches = check_eval_dataset(pairs, tok, encoding)
+    x, y, _, _ = batches[0]
+    assert sorted(x) == keys and y.dtype == np.float32
+    for part in x.values():
+        assert sorted(part) == ["padding_mask", "segment_ids", "token_ids"]
+
+
+def test_bi_encoding_buckets_by_the_longer_sentence(tok):
+    data = PairData(["a", "b"], ["w1", " ".join(["w2"] * 12)], [" ".join(["w3"] * 12), "w4"],
+                    np.zeros(2, np.float32), "toy")
+    (x, _, _, _), = collect(make_eval_dataset(data, tok, batch_size=2, buckets=BUCKETS,
+                                              max_length=MAX_LENGTH)[0])
+    assert x["a"]["token_ids"].shape == (2, 16)  # 12 words + 2 specials > 8
+    assert x["b"]["padding_mask"].sum(axis=1).tolist() == [14, 3]
+
+
+@pytest.mark.parametrize("encoding", ["bi", "cross"])
+def test_start_batch_resumes_exactly(tok, pairs, encoding):
+    kwargs = dict(batch_size=4, buckets=BUCKETS, max_length=MAX_LENGTH, seed=7, epoch=2,
+                  pair_encoding=encoding)
+    full_ds, n = make_train_dataset(pairs, tok, **kwargs)
+    full = collect(full_ds)
+    assert len(full) == n == len(pairs) // 4 and full_ds.cardinality().numpy() == n
+    for x, y in full:
+        assert {v.shape for v in tf.nest.flatten(x)} <= SHAPES and y.shape == (4,)
+    for k in (0, 3, n):
+        resumed_ds, m = make_train_dataset(pairs, tok, start_batch=k, **kwargs)
+        resumed = collect(resumed_ds)
+        assert m == len(resumed) == n - k
+        for a, b in zip(resumed, full[k:]):
+            assert_tree_equal(a, b)
+
+
+def test_train_epochs_differ_and_repeat(tok, sentences):
+    batches = TaskBatches(sentences, tok, batch_size=4, buckets=BUCKETS, max_length=MAX_LENGTH)
+    first = collect(batches.train_dataset(seed=0, epoch=0)[0])
+    again = collect(batches.train_dataset(seed=0, epoch=0)[0])
+    other = collect(batches.train_dataset(seed=0, epoch=1)[0])
+    assert len(first) == len(other) == batches.num_train_batches == len(sentences) // 4
+    for a, b in zip(first, again):
+        assert_tree_equal(a, b)
+    assert any(a[0]["token_ids"].shape != b[0]["token_ids"].shape
+               or not np.array_equal(a[0]["token_ids"], b[0]["token_ids"])
+               for a, b in zip(first, other))
+    # The eval dataset is built once and iterates the same way every time.
+    ds, n = batches.eval_dataset()
+    assert batches.eval_dataset()[0] is ds
+    for a, b in zip(collect(ds), collect(ds)):
+        assert_tree_equal(a, b)
+
+
+def test_train_dataset_errors(tok, sentences):
+    with pytest.raises(ValueError, match="unlabeled"):
+        make_train_dataset(SentenceData(["a"], ["w1"], None, "t"), tok, batch_size=4,
+                           max_length=MAX_LENGTH)
+    with pytest.raises(ValueError, match="no full batch"):
+        make_train_dataset(sentences.take(3), tok, batch_size=4, max_length=MAX_LENGTH)
+    with pytest.raises(ValueError, match="start_batch"):
+        make_train_dataset(sentences, tok, batch_size=4, max_length=MAX_LENGTH, start_batch=99)
+    with pytest.raises(ValueError, match="pair_encoding"):
+        make_eval_dataset(sentences, tok, batch_size=4, max_length=MAX_LENGTH,
+                          pair_encoding="siamese")
+
+
+@pytest.fixture(scope="module")
+def real_tok():
+    from kerasbert.from_pretrained import embedded_model_dir
+    return BertTokenizer(embedded_model_dir() / "vocab.txt")
+
+
+@pytest.mark.parametrize("task,encoding", [("sst", "bi"), ("sts", "cross")])
+def test_real_dev_sets_match_eager_tokenizer(data_dir, real_tok, task, encoding):
+    data = load_split(task, "dev", data_dir)
+    ds, n = make_eval_dataset(data, real_tok, batch_size=64, max_length=128,
+                              pair_encoding=encoding)
+    seen = []
+    for x, y, weight, index in collect(ds):
+        x = x if task == "sst" else x["pair"]
+        length = x["token_ids"].shape[1]
+        assert x["token_ids"].shape == (64, length) and length in (32, 64, 128)
+        if task == "sst":
+            expected = real_tok(np.array(data.texts)[index], max_length=length)
+        else:
+            expected = real_tok(np.array(data.texts_a)[index], np.array(data.texts_b)[index],
+                                max_length=length)
+        assert_tree_equal(x, expected)
+        np.testing.assert_array_equal(y, data.labels[index])
+        seen += index[weight > 0].tolist()
+    assert sorted(seen) == list(range(len(data)))

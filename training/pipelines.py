@@ -1,0 +1,386 @@
+"""Length-bucketed `tf.data` pipelines for the CS224N tasks.
+
+XLA compiles one program per input shape, so batches come in a handful of
+fixed shapes `(batch_size, L)`, one per length bucket `L`, instead of being
+padded to the longest example of each batch (a new shape almost every step)
+or always to `max_length` (mostly padding: SST sentences average ~30 tokens).
+
+The work is split in two:
+
+* `batch_plan` decides, in NumPy, which examples form each batch and at which
+  bucket length. It is deterministic given `(seed, epoch)`, so a run resumed
+  at batch `k` of an epoch sees exactly the batches it would have seen.
+* `TaskBatches` turns a plan into a `tf.data.Dataset`: each element gathers its
+  texts from in-memory string tensors and tokenises them with `BertTokenizer`
+  inside `tf.data.map` (never inside the XLA-compiled step), then prefetches.
+
+Structures yielded (B = batch_size, L = the batch's bucket length; every
+tensor listed is int32 unless said otherwise):
+
+* `x` for SST/CFIMDB: `{"token_ids", "segment_ids", "padding_mask"}`, each (B, L).
+* `x` for Quora/STS with `pair_encoding="bi"`: `{"a": {...}, "b": {...}}`, the
+  two sentences tokenised alone, each three keys (B, L); the bucket is chosen
+  by the longer of the two.
+* `x` for Quora/STS with `pair_encoding="cross"`: `{"pair": {...}}` =
+  `tokenizer(a, b)`, `[CLS] a [SEP] b [SEP]`; the bucket is chosen by the
+  packed length.
+* `y`: int32 (B,) class ids for sentiment, float32 (B,) for pairs.
+* training: `(x, y)`, every batch full.
+* evaluation: `(x, y, weight, index)`; `y` is None for unlabeled (test) data,
+  `weight` float32 (B,) is 0 on padding rows, `index` (B,) is each row's
+  position in the data (`data.ids[index]`). Padding rows repeat example 0
+  (index 0, weight 0), so keeping the rows with `weight > 0` scores every
+  example exactly once. For `keras.Model.evaluate`, map to `(x, y, weight)`.
+
+Example:
+>>> from kerasbert.bert_tokenizer import BertTokenizer
+>>> from training.readers import SentenceData
+>>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film"])
+>>> data = SentenceData(["a", "b", "c"], ["good film", "bad", "good good bad film"],
+...                     np.array([1, 0, 1], np.int32), "toy")
+>>> ds, n = make_eval_dataset(data, tok, batch_size=2, buckets=(4,), max_length=8)
+>>> [(tuple(x["token_ids"].shape), w.numpy().tolist(), i.numpy().tolist())
+...  for x, y, w, i in ds]
+[((2, 4), [1.0, 1.0], [0, 1]), ((2, 8), [1.0, 0.0], [2, 0])]
+"""
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from training.readers import PairData, SentenceData
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = (32, 64, 128)
+PAIR_ENCODINGS = ("bi", "cross")
+# Marks a padding row in an eval plan; the dataset turns it into index 0, weight 0.
+PAD_INDEX = -1
+
+_LENGTH_CHUNK = 8192  # texts per eager `token_lengths` call: bounds peak memory
+
+
+def resolve_buckets(buckets, max_length):
+    """Sorted bucket lengths capped at `max_length`, with `max_length` as the last.
+
+    >>> resolve_buckets((32, 64, 128), 128)
+    (32, 64, 128)
+    >>> resolve_buckets((128, 32, 64), 100)
+    (32, 64, 100)
+    >>> resolve_buckets((32, 64, 128), 512)
+    (32, 64, 128, 512)
+    """
+    max_length = int(max_length)
+    if buckets is None:
+        buckets = DEFAULT_BUCKETS
+    kept = sorted({int(b) for b in buckets if int(b) <= max_length} | {max_length})
+    if kept[0] < 3:
+        raise ValueError(f"bucket lengths must be >= 3 ([CLS] a [SEP] b [SEP]), got {kept}")
+    return tuple(kept)
+
+
+def token_lengths(data, tokenizer, pair_encoding="bi"):
+    """Untruncated token lengths (specials included) used to bucket `data`.
+
+    Sentences: `len([CLS] s [SEP])`. Pairs, "bi": the longer of `a` and `b`
+    each tokenised alone; "cross": `len([CLS] a [SEP] b [SEP])`.
+    WordPiece runs once per dataset and tokenizer; the per-text lengths are
+    cached on `data` (and carried along by `data.subset`).
+
+    Returns:
+        int64 (N,) NumPy array.
+    """
+    cache = data._token_length_cache.setdefault(_tokenizer_key(tokenizer), {})
+    if isinstance(data, SentenceData):
+        if "a" not in cache:
+            cache["a"] = _eager_lengths(tokenizer, data.texts)
+        return cache["a"]
+    _check_pair_encoding(pair_encoding)
+    for part, texts in (("a", data.texts_a), ("b", data.texts_b)):
+        if part not in cache:
+            cache[part] = _eager_lengths(tokenizer, texts)
+    if pair_encoding == "bi":
+        return np.maximum(cache["a"], cache["b"])
+    # Each single length counts [CLS] and [SEP]; the pair has three specials.
+    return cache["a"] + cache["b"] - 1
+
+
+def _eager_lengths(tokenizer, texts):
+    parts = [tokenizer.token_lengths(texts[i:i + _LENGTH_CHUNK]).numpy()
+             for i in range(0, len(texts), _LENGTH_CHUNK)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _tokenizer_key(tokenizer):
+    # Identifies the tokenisation, not the Python object: a reloaded tokenizer
+    # with the same vocabulary reuses the cache, a different one does not.
+    return (tokenizer.lowercase, len(tokenizer.vocabulary), hash(tuple(tokenizer.vocabulary)))
+
+
+def batch_plan(lengths, batch_size, buckets, seed=0, epoch=0, shuffle=True, drop_remainder=None):
+    """Assigns examples to fixed-shape batches: a list of `(bucket_length, indices)`.
+
+    Each example goes to the smallest bucket >= its length (longer ones to the
+    largest bucket, where the tokenizer truncates them). Buckets are cut into
+    batches of exactly `batch_size` rows; a bucket's leftover rows move up to
+    the next non-empty bucket (they fit, at some extra padding) rather than
+    being dropped or padded there, so only the last bucket has a remainder.
+
+    Training (`shuffle=True`, which implies `drop_remainder=True`): rows are
+    shuffled within buckets and batch order is shuffled, from a generator
+    seeded with `(seed, epoch)`; the final remainder (< batch_size examples,
+    different ones each epoch) sits out that epoch. The number of batches is
+    the same in every epoch.
+
+    Evaluation (`shuffle=False`): data order within buckets, and the final
+    remainder is filled up with `PAD_INDEX` rows, so every example appears in
+    exactly one batch.
+
+    Args:
+        lengths: (N,) untruncated token lengths (see `token_lengths`).
+        batch_size: rows per batch.
+        buckets: ascending bucket lengths (see `resolve_buckets`).
+        seed, epoch: non-negative ints fixing the shuffle.
+        shuffle: shuffle rows and batches (training).
+        drop_remainder: drop (True) or pad (False) the final remainder;
+            defaults to `shuffle`.
+
+    Returns:
+        list of `(bucket_length: int, indices: int64 ndarray (batch_size,))`.
+
+    Example:
+    >>> plan = batch_plan([5, 40, 7, 9, 70], batch_size=2, buckets=(16, 64, 128),
+    ...                   shuffle=False)
+    >>> [(length, idx.tolist()) for length, idx in plan]
+    [(16, [0, 2]), (64, [3, 1]), (128, [4, -1])]
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    buckets = tuple(int(b) for b in buckets)
+    if list(buckets) != sorted(set(buckets)) or not buckets:
+        raise ValueError(f"buckets must be distinct and ascending, got {buckets}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if drop_remainder is None:
+        drop_remainder = shuffle
+    rng = np.random.default_rng([int(seed), int(epoch)]) if shuffle else None
+
+    bucket_of = np.minimum(np.searchsorted(buckets, lengths, side="left"), len(buckets) - 1)
+    members = [np.flatnonzero(bucket_of == k) for k in range(len(buckets))]
+    used = [k for k in range(len(buckets)) if members[k].size]
+    batches = []
+    carry = np.zeros(0, np.int64)
+    for position, k in enumerate(used):
+        rows = np.concatenate([carry, members[k]])
+        if rng is not None:
+            rows = rng.permutation(rows)
+        full = rows.size // batch_size * batch_size
+        batches += [(buckets[k], rows[i:i + batch_size]) for i in range(0, full, batch_size)]
+        carry = rows[full:]
+        if position == len(used) - 1 and carry.size and not drop_remainder:
+            padding = np.full(batch_size - carry.size, PAD_INDEX, np.int64)
+            batches.append((buckets[k], np.concatenate([carry, padding])))
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def padding_waste(plan, lengths):
+    """Fraction of the plan's token slots that are padding (padding rows count whole).
+
+    >>> padding_waste([(4, np.array([0, 1])), (8, np.array([2, -1]))], [4, 2, 6])
+    0.5
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    slots = real = 0
+    for length, indices in plan:
+        indices = np.asarray(indices)
+        slots += indices.size * length
+        real += int(np.minimum(lengths[indices[indices >= 0]], length).sum())
+    return 1.0 - real / slots if slots else 0.0
+
+
+def _check_pair_encoding(pair_encoding):
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"pair_encoding must be one of {PAIR_ENCODINGS}, got {pair_encoding!r}")
+
+
+class TaskBatches:
+    """One task's data as fixed-shape, length-bucketed `tf.data` batches.
+
+    Args:
+        data: `SentenceData` or `PairData` (see `training.readers`).
+        tokenizer: a `kerasbert.BertTokenizer`.
+        batch_size: rows per batch (every batch has exactly this many).
+        buckets: bucket lengths; capped at `max_length`, which is always the
+            last bucket (see `resolve_buckets`).
+        max_length: longest sequence; longer examples are truncated.
+        pair_encoding: for pairs, "bi" (a and b tokenised alone) or "cross"
+            (`[CLS] a [SEP] b [SEP]`); ignored for single sentences.
+
+    Example:
+    >>> from kerasbert.bert_tokenizer import BertTokenizer
+    >>> from training.readers import PairData
+    >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "how", "old", "age"])
+    >>> data = PairData(["p", "q"], ["how old", "age"], ["age", "how old"],
+    ...                 np.array([1.0, 0.0], np.float32), "toy")
+    >>> batches = TaskBatches(data, tok, batch_size=2, max_length=8, pair_encoding="cross")
+    >>> ds, n = batches.train_dataset(seed=0, epoch=0)
+    >>> x, y = next(iter(ds))
+    >>> n, sorted(x), tuple(x["pair"]["token_ids"].shape), y.dtype.name
+    (1, ['pair'], (2, 8), 'float32')
+    """
+
+    def __init__(self, data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
+                 pair_encoding="bi"):
+        if not isinstance(data, (SentenceData, PairData)):
+            raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
+        _check_pair_encoding(pair_encoding)
+        self.data = data
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.buckets = resolve_buckets(buckets, self.max_length)
+        self.is_pair = isinstance(data, PairData)
+        self.pair_encoding = pair_encoding if self.is_pair else None
+        self.lengths = token_lengths(data, tokenizer, pair_encoding)
+        self._texts = None  # string tensors, built on first use
+        self._eval = None  # the eval plan never changes: build its dataset once
+
+    @property
+    def num_train_batches(self):
+        """Batches per training epoch (the same for every seed and epoch)."""
+        return len(self) // self.batch_size
+
+    def __len__(self):
+        return len(self.data)
+
+    def train_plan(self, seed, epoch):
+        return batch_plan(self.lengths, self.batch_size, self.buckets, seed, epoch, shuffle=True)
+
+    def eval_plan(self):
+        return batch_plan(self.lengths, self.batch_size, self.buckets, shuffle=False)
+
+    def train_dataset(self, seed, epoch, start_batch=0):
+        """`(dataset of (x, y), number of batches it yields)` for one epoch.
+
+        `start_batch=k` skips the first k batches of the epoch's plan, for an
+        exact resume; the dataset then yields `num_train_batches - k` batches.
+        """
+        if not self.data.labeled:
+            raise ValueError(f"{self.data.source}: cannot train on unlabeled data")
+        plan = self.train_plan(seed, epoch)
+        if not plan:
+            raise ValueError(f"{self.data.source}: {len(self)} examples make no full batch "
+                             f"of {self.batch_size}")
+        if not 0 <= start_batch <= len(plan):
+            raise ValueError(f"start_batch {start_batch} outside 0..{len(plan)}")
+        dropped = len(self) - len(plan) * self.batch_size
+        logger.info("%s: epoch %d: %d batches of %d, %d examples sit out this epoch, "
+                    "padding waste %.1f%%", self.data.source, epoch, len(plan), self.batch_size,
+                    dropped, 100 * padding_waste(plan, self.lengths))
+        plan = plan[start_batch:]
+        return self._dataset(plan, eval_fields=False), len(plan)
+
+    def eval_dataset(self):
+        """`(dataset of (x, y_or_None, weight, index), number of batches)`, every example once.
+
+        The same dataset object is returned on every call; it can be iterated
+        any number of times.
+        """
+        if self._eval is None:
+            plan = self.eval_plan()
+            self._eval = self._dataset(plan, eval_fields=True), len(plan)
+        return self._eval
+
+    def _dataset(self, plan, eval_fields):
+        texts, labels = self._tensors()
+        order = [length for length, _ in plan]
+        lengths = sorted(set(order))
+        # One sub-dataset per bucket so each map traces with a static length,
+        # interleaved back into plan order by `choose_from_datasets`.
+        per_bucket = []
+        for length in lengths:
+            rows = np.stack([idx for bucket, idx in plan if bucket == length]).astype(np.int32)
+            fn = self._batch_fn(length, texts, labels, eval_fields)
+            per_bucket.append(tf.data.Dataset.from_tensor_slices(rows)
+                              .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+        if not per_bucket:
+            return self._empty_dataset(texts, labels, eval_fields)
+        if len(per_bucket) == 1:
+            dataset = per_bucket[0]
+        else:
+            choice = tf.data.Dataset.from_tensor_slices(
+                np.array([lengths.index(length) for length in order], np.int64))
+            dataset = tf.data.Dataset.choose_from_datasets(per_bucket, choice)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(plan)))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _empty_dataset(self, texts, labels, eval_fields):
+        # Keeps the element structure of a real dataset when a resume starts
+        # after the last batch.
+        fn = self._batch_fn(self.buckets[0], texts, labels, eval_fields)
+        rows = np.zeros((0, self.batch_size), np.int32)
+        return tf.data.Dataset.from_tensor_slices(rows).map(fn)
+
+    def _tensors(self):
+        if self._texts is None:
+            data = self.data
+            if self.is_pair:
+                self._texts = (tf.constant(data.texts_a), tf.constant(data.texts_b))
+            else:
+                self._texts = (tf.constant(data.texts),)
+            dtype = tf.float32 if self.is_pair else tf.int32
+            self._labels = None if data.labels is None else tf.constant(data.labels, dtype)
+        return self._texts, self._labels
+
+    def _batch_fn(self, length, texts, labels, eval_fields):
+        tokenizer, batch_size = self.tokenizer, self.batch_size
+        encoding = self.pair_encoding
+
+        def fixed(encoded):
+            return {k: tf.ensure_shape(v, (batch_size, length)) for k, v in encoded.items()}
+
+        def fn(rows):
+            real = rows >= 0
+            index = tf.where(real, rows, 0)
+            parts = [tf.gather(t, index) for t in texts]
+            if encoding is None:
+                x = fixed(tokenizer(parts[0], max_length=length))
+            elif encoding == "bi":
+                x = {"a": fixed(tokenizer(parts[0], max_length=length)),
+                     "b": fixed(tokenizer(parts[1], max_length=length))}
+            else:
+                x = {"pair": fixed(tokenizer(parts[0], parts[1], max_length=length))}
+            y = None if labels is None else tf.gather(labels, index)
+            if not eval_fields:
+                return x, y
+            return x, y, tf.cast(real, tf.float32), index
+
+        return fn
+
+
+def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
+                       seed=0, epoch=0, start_batch=0, pair_encoding="bi"):
+    """One training epoch of `data` as `(dataset of (x, y), number of batches it yields)`.
+
+    See `TaskBatches` for the arguments and the module docstring for the
+    structures. Deterministic given `(seed, epoch)`; `start_batch=k` yields
+    exactly batches k.. of the uninterrupted epoch. Reuse one `TaskBatches`
+    across epochs to keep its string tensors; token lengths are cached on
+    `data` either way.
+    """
+    batches = TaskBatches(data, tokenizer, batch_size=batch_size, buckets=buckets,
+                          max_length=max_length, pair_encoding=pair_encoding)
+    return batches.train_dataset(seed, epoch, start_batch)
+
+
+def make_eval_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
+                      pair_encoding="bi"):
+    """All of `data` once as `(dataset of (x, y_or_None, weight, index), number of batches)`.
+
+    Padding rows have weight 0 and index 0; see the module docstring.
+    """
+    batches = TaskBatches(data, tokenizer, batch_size=batch_size, buckets=buckets,
+                          max_length=max_length, pair_encoding=pair_encoding)
+    return batches.eval_dataset()
