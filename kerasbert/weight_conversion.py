@@ -65,6 +65,16 @@ def _compile(pattern):
 
 _RULES = tuple((_compile(src), dst, t) for src, dst, t in WEIGHT_MAP)
 _IGNORED = tuple(re.compile(p + "$") for p in IGNORED_KEYS)
+# Keras path -> the checkpoint key that should have filled it, for error messages.
+_REVERSE = tuple((_compile(dst), src) for src, dst, _ in WEIGHT_MAP)
+
+
+def _expected_source_key(path):
+    for pattern, src in _REVERSE:
+        m = pattern.match(path)
+        if m:
+            return src.format(i=m.group("i")) if "{i}" in src else src
+    return "?"
 
 
 def normalize_hf_key(key):
@@ -118,7 +128,8 @@ def plan_conversion(state_dict, backbone):
     if unmatched:
         problems.append("source keys not in the weight map: " + ", ".join(unmatched))
     if missing:
-        problems.append("Keras weights with no source key: " + ", ".join(missing))
+        problems.append("Keras weights with no source key: " + ", ".join(
+            f"{path} (expected {_expected_source_key(path)})" for path in missing))
     if bad_shapes:
         problems.append("shape mismatches: " + "; ".join(bad_shapes))
     if problems:
