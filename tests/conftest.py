@@ -24,3 +24,22 @@ def minilm():
     from kerasbert.from_pretrained import embedded_model_dir
     backbone, tokenizer = kerasbert.from_pretrained()
     return backbone, tokenizer, embedded_model_dir()
+
+
+def _read_tsv(path, columns):
+    """Rows of a CS224N file (tab-separated, `"` quoting) as tuples of the named columns."""
+    import csv
+    with open(path, encoding="utf-8", newline="") as f:
+        return [tuple(row[c] for c in columns) for row in csv.DictReader(f, delimiter="\t")]
+
+
+@pytest.fixture(scope="session")
+def sst_dev_sentences(data_dir):
+    """Every sentence of ids-sst-dev.csv, in file order."""
+    return [s for (s,) in _read_tsv(data_dir / "ids-sst-dev.csv", ["sentence"])]
+
+
+@pytest.fixture(scope="session")
+def sts_dev_pairs(data_dir):
+    """Every (sentence1, sentence2) pair of sts-dev.csv, in file order."""
+    return _read_tsv(data_dir / "sts-dev.csv", ["sentence1", "sentence2"])
