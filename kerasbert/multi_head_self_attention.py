@@ -82,7 +82,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # Softmax in float32 so bf16/fp16 training stays stable and -1e9 fits.
         scores = ops.cast(scores, "float32")
         if padding_mask is not None:
-            keep = ops.cast(padding_mask, "float32")[:, None, None, :]  # (B,T)->(B,1,1,T)
+            # expand_dims, not [:, None, None, :]: TFLite cannot lower a new-axis
+            # strided slice when both B and T are dynamic (length-trimmed export).
+            keep = ops.expand_dims(ops.cast(padding_mask, "float32"), (1, 2))  # (B,T)->(B,1,1,T)
             scores = scores + (1.0 - keep) * -1e9
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         probs = self.dropout_layer(probs, training=training)
