@@ -25,7 +25,9 @@ class MaskedMeanPooling(keras.layers.Layer):
     """Mean of the token vectors where `padding_mask` is 1: (B,T,H),(B,T) -> (B,H)."""
 
     def call(self, sequence, padding_mask):
-        mask = ops.cast(padding_mask, sequence.dtype)[:, :, None]  # (B,T) -> (B,T,1)
+        # expand_dims, not [:, :, None]: TFLite cannot lower a new-axis strided
+        # slice when both B and T are dynamic (length-trimmed export).
+        mask = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)  # (B,T) -> (B,T,1)
         total = ops.sum(sequence * mask, axis=1)
         count = ops.maximum(ops.sum(mask, axis=1), 1.0)
         return total / count
