@@ -131,8 +131,11 @@ class BertTokenizer:
         budget = max_length - 3
         len_a, len_b = truncate_longest_first(
             tf.cast(a.row_lengths(), tf.int32), tf.cast(b.row_lengths(), tf.int32), budget)
-        a = a.to_tensor(default_value=self.pad_id, shape=[None, budget])  # (B, T-3)
-        b = b.to_tensor(default_value=self.pad_id, shape=[None, budget])  # (B, T-3)
+        # At least one column, so the gathers below have something to read
+        # when max_length == 3 leaves no room for either sentence.
+        width = max(budget, 1)
+        a = a.to_tensor(default_value=self.pad_id, shape=[None, width])  # (B, T-3)
+        b = b.to_tensor(default_value=self.pad_id, shape=[None, width])  # (B, T-3)
         batch = tf.shape(a)[0]
 
         positions = tf.broadcast_to(tf.range(max_length)[None, :], [batch, max_length])  # (B, T)
@@ -141,8 +144,8 @@ class BertTokenizer:
         second_sep = len_a + len_b + 2
         # Read sentence a at position p-1 and sentence b at p-len_a-2, clipped
         # into range; the masks below keep only the valid reads.
-        from_a = tf.gather(a, tf.clip_by_value(positions - 1, 0, budget - 1), batch_dims=1)
-        from_b = tf.gather(b, tf.clip_by_value(positions - len_a - 2, 0, budget - 1), batch_dims=1)
+        from_a = tf.gather(a, tf.clip_by_value(positions - 1, 0, width - 1), batch_dims=1)
+        from_b = tf.gather(b, tf.clip_by_value(positions - len_a - 2, 0, width - 1), batch_dims=1)
         in_a = (positions >= 1) & (positions < first_sep)
         in_b = (positions > first_sep) & (positions < second_sep)
         is_sep = (positions == first_sep) | (positions == second_sep)
