@@ -81,7 +81,9 @@ class MultitaskBert(keras.Model):
     export only runs the encoder for the task at hand) come from
     `task_model(name)`: the three tasks, `"embedding"` (one sentence ->
     sentence vector) and, for bi-encoders, `"pair_embeddings"`
-    (pair -> `{"a", "b"}` vectors the similarity head compares).
+    (pair -> `{"a", "b"}` vectors the similarity head compares) and, for
+    dot/cosine heads, `"paraphrase_with_vectors"` / `"similarity_with_vectors"`
+    (the task output plus the compared vectors, one encoder pass).
 
     Args:
         backbone: a `BertBackbone`.
@@ -168,19 +170,20 @@ class MultitaskBert(keras.Model):
             return u, v
 
         def pair_raw(task, head, pair):
+            """(raw score, (u, v) or None): the vectors a dot/cosine head compared."""
             if pair_encoding == "cross":
                 dense_layer = para_dense if task == "paraphrase" else sim_dense
-                return ops.squeeze(dense_layer(drop(embed(pair["pair"]))), -1)
+                return ops.squeeze(dense_layer(drop(embed(pair["pair"]))), -1), None
             if head == "concat":
                 u, v = drop(embed(pair["a"])), drop(embed(pair["b"]))
                 dense_layer = para_dense if task == "paraphrase" else sim_dense
-                return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1)
+                return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1), None
             u, v = pair_vectors(task, pair)
             score = PairScore(head, name=f"{task}_{head}")(u, v)
             if task == "paraphrase" and head == "cosine":
                 # A cosine lives in [-1, 1]; a learned affine turns it into a logit.
                 score = ops.squeeze(para_dense(score[:, None]), -1)
-            return score
+            return score, (u, v)
 
         def pair_inputs(task):
             if pair_encoding == "cross":
@@ -191,9 +194,9 @@ class MultitaskBert(keras.Model):
         para_in = pair_inputs("paraphrase")
         sim_in = pair_inputs("similarity")
         sentiment = keras.layers.Identity(name="sentiment")(sentiment_dense(drop(embed(sent_in))))
-        paraphrase = keras.layers.Identity(name="paraphrase")(
-            pair_raw("paraphrase", paraphrase_head, para_in))
-        raw = pair_raw("similarity", similarity_head, sim_in)
+        para_raw, para_vectors = pair_raw("paraphrase", paraphrase_head, para_in)
+        paraphrase = keras.layers.Identity(name="paraphrase")(para_raw)
+        raw, sim_vectors = pair_raw("similarity", similarity_head, sim_in)
         if similarity_output == "sigmoid":
             raw = 5.0 * ops.sigmoid(raw)
         elif similarity_output == "relu":
@@ -223,6 +226,13 @@ class MultitaskBert(keras.Model):
             "paraphrase": keras.Model(para_in, paraphrase, name="paraphrase_model"),
             "similarity": keras.Model(sim_in, similarity, name="similarity_model"),
         }
+        # Outputs plus the compared vectors, for contrastive losses on them.
+        for task, inputs, out, vectors in (("paraphrase", para_in, paraphrase, para_vectors),
+                                           ("similarity", sim_in, similarity, sim_vectors)):
+            if vectors is not None:
+                submodels[f"{task}_with_vectors"] = keras.Model(
+                    inputs, {task: out, "a": vectors[0], "b": vectors[1]},
+                    name=f"{task}_with_vectors_model")
         emb_in = sentence_inputs()
         emb = embed(emb_in)
         if "similarity" in projections:

@@ -1,0 +1,44 @@
+"""CS224N dev metrics and the overall scores."""
+
+import numpy as np
+
+METRIC_NAMES = {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+
+
+def predicted_labels(task, outputs):
+    """Model outputs -> the predictions the CS224N files hold."""
+    outputs = np.asarray(outputs)
+    if task in ("sst", "cfimdb"):
+        return outputs.argmax(axis=-1).astype(np.int64)
+    if task == "quora":
+        return (outputs > 0).astype(np.int64)  # a logit: > 0 means p > 0.5
+    return outputs.astype(np.float64)
+
+
+def task_metric(task, predictions, labels):
+    """Accuracy for classification tasks, Pearson r for STS."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if len(predictions) != len(labels):
+        raise ValueError(f"{task}: {len(predictions)} predictions for {len(labels)} labels")
+    if task == "sts":
+        if np.std(predictions) == 0 or np.std(labels) == 0:
+            return 0.0  # a constant prediction has no correlation
+        return float(np.corrcoef(predictions, labels)[0, 1])
+    return float(np.mean(predictions == labels.astype(np.int64)))
+
+
+def overall_scores(metrics):
+    """Both overall scores over whichever of SST / Quora / STS are present.
+
+    `overall_mean`: plain mean of SST acc, Quora acc and STS r.
+    `overall_cs224n`: the leaderboard's (SST + Quora + (r + 1) / 2) / 3,
+    which maps r from [-1, 1] to [0, 1] first.
+    """
+    parts = [metrics[k] for k in ("sst_acc", "quora_acc", "sts_pearson") if k in metrics]
+    out = {}
+    if parts:
+        out["overall_mean"] = float(np.mean(parts))
+    if all(k in metrics for k in ("sst_acc", "quora_acc", "sts_pearson")):
+        out["overall_cs224n"] = float(
+            (metrics["sst_acc"] + metrics["quora_acc"] + (metrics["sts_pearson"] + 1) / 2) / 3)
+    return out

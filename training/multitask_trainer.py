@@ -1,0 +1,457 @@
+"""`MultitaskTrainer`: the custom, XLA-compiled multitask training loop."""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+import kerasbert
+from training import losses
+from training.metrics import METRIC_NAMES, overall_scores, predicted_labels, task_metric
+from training.pipelines import TaskBatches
+from training.predictions import write_predictions
+from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
+from training.task_schedule import task_schedule
+from training.train_config import TrainConfig
+from training.variants import TASK_OUTPUT, get_variant
+from training.warmup_linear_decay import WarmupLinearDecay
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "latest.json"
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or infinite; the run stopped before saving it."""
+
+
+def default_strategy():
+    """MirroredStrategy over all GPUs when there are several, else the default (one device)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class MultitaskTrainer:
+    """Trains a `kerasbert.MultitaskBert` on SST, Quora and STS with per-task steps.
+
+    Each step trains one task: its sub-model's forward pass, its loss and an
+    AdamW update (warm-up + linear decay, global-norm clipping), compiled by
+    XLA. Tasks alternate by `config.schedule`. Every `checkpoint_every` steps
+    and after each epoch the model, optimizer, schedule step, data position
+    and dropout RNG state are written atomically to `out/checkpoints`, so
+    `train(resume=True)` continues a run killed at any moment to the same
+    result. After each epoch the dev sets are scored; the best epoch (by the
+    CS224N overall score) is kept as `out/best.keras`.
+
+    Args:
+        config: a `TrainConfig`.
+        strategy: a `tf.distribute.Strategy` (default: `default_strategy()`).
+
+    Example (a smoke run):
+    >>> cfg = TrainConfig(variant="dps_mse", data_dir="../shared/data",  # doctest: +SKIP
+    ...                   out="runs/smoke", epochs=1, limit=64)
+    >>> MultitaskTrainer(cfg).train()["best"]  # doctest: +SKIP
+    """
+
+    def __init__(self, config, strategy=None):
+        self.config = config
+        self.variant = get_variant(config.variant)
+        self.strategy = strategy or default_strategy()
+        self.out = Path(config.out)
+        self.data_dir = resolve_data_dir(config.data_dir)
+        sentiment = config.sentiment_task
+        if sentiment not in SENTIMENT_CLASSES:
+            raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
+        if self.variant.name == "classifier":
+            self.train_tasks = (sentiment,)
+            self.eval_tasks = (sentiment,)
+        else:
+            tasks = tuple(config.tasks or self.variant.tasks)
+            self.train_tasks = tuple(sentiment if t in SENTIMENT_CLASSES else t for t in tasks)
+            self.eval_tasks = (sentiment, "quora", "sts")
+        if config.mode not in ("finetune", "frozen"):
+            raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
+        self.lr = config.lr if config.lr is not None else (
+            1e-3 if config.mode == "frozen" else self.variant.lr)
+        self._steps, self._predictors = {}, {}
+
+    # ------------------------------------------------------------------ setup
+    def _read(self, task, split):
+        data = load_split(task, split, self.data_dir)
+        if split == "train" and task == "quora" and self.config.quora_fraction < 1.0:
+            rng = np.random.default_rng(self.config.seed)
+            keep = max(1, int(round(self.config.quora_fraction * len(data))))
+            data = data.subset(np.sort(rng.permutation(len(data))[:keep]))
+        return data.take(self.config.limit) if self.config.limit else data
+
+    def setup(self):
+        """Reads data, loads the encoder, builds model, batches and optimizer."""
+        cfg = self.config
+        keras.utils.set_random_seed(cfg.seed)
+        if tf.config.list_logical_devices("GPU"):
+            # bf16 pays off on GPUs only; on this kind of CPU it is slower under XLA.
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        with self.strategy.scope():
+            backbone, self.tokenizer = kerasbert.from_pretrained(cfg.model, max_length=cfg.max_length)
+            self.model = kerasbert.MultitaskBert(
+                backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],
+                **self.variant.model_kwargs())
+            if cfg.mode == "frozen" or self.variant.frozen_encoder:
+                backbone.trainable = False
+
+        def batches(data, batch_size):
+            return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=cfg.buckets,
+                               max_length=cfg.max_length, pair_encoding=self.variant.pair_encoding)
+
+        self.train_batches = {t: batches(self._read(t, "train"), cfg.batch_size)
+                              for t in self.train_tasks}
+        self.dev_batches = {t: batches(self._read(t, "dev"), cfg.eval_batch_size)
+                            for t in self.eval_tasks}
+        self._batches = batches
+        self.batch_counts = {t: b.num_train_batches for t, b in self.train_batches.items()}
+        for task, count in self.batch_counts.items():
+            if count == 0:
+                raise ValueError(f"{task}: {len(self.train_batches[task])} training examples "
+                                 f"make no batch of {cfg.batch_size}; lower --batch-size")
+        self.steps_per_epoch = sum(self.batch_counts.values())
+        total = self.steps_per_epoch * cfg.epochs
+        with self.strategy.scope():
+            self.optimizer = keras.optimizers.AdamW(
+                learning_rate=WarmupLinearDecay(self.lr, int(cfg.warmup_ratio * total), total),
+                weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
+            # BERT's recipe: no decay on LayerNorm scales/offsets and biases.
+            self.optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            self.optimizer.build(self.model.trainable_variables)
+        return self
+
+    # ------------------------------------------------------------------ steps
+    def _task_loss(self, task, x, y):
+        v, model = self.variant, self.model
+        if task in SENTIMENT_CLASSES:
+            logits = model.task_model("sentiment")(x, training=True)
+            return losses.sentiment_cross_entropy(logits, y)
+        if task == "quora":
+            if v.quora_positives:
+                out = model.task_model("paraphrase_with_vectors")(x, training=True)
+                return (losses.binary_cross_entropy_logits(out["paraphrase"], y)
+                        + losses.info_nce(out["a"], out["b"], y > 0.5, v.infonce_temperature))
+            return losses.binary_cross_entropy_logits(
+                model.task_model("paraphrase")(x, training=True), y)
+        if v.similarity_loss == "infonce":
+            out = model.task_model("similarity_with_vectors")(x, training=True)
+            loss = losses.info_nce(out["a"], out["b"], y >= v.infonce_positive_threshold,
+                                   v.infonce_temperature)
+            if v.infonce_mse_weight:
+                loss += v.infonce_mse_weight * losses.similarity_mse(out["similarity"], y)
+            return loss
+        score = model.task_model("similarity")(x, training=True)
+        return losses.SIMILARITY_LOSSES[v.similarity_loss](score, y)
+
+    def _task_submodel(self, task):
+        v = self.variant
+        if task in SENTIMENT_CLASSES:
+            return self.model.task_model("sentiment")
+        if task == "quora":
+            return self.model.task_model("paraphrase_with_vectors" if v.quora_positives else "paraphrase")
+        if v.similarity_loss == "infonce":
+            return self.model.task_model("similarity_with_vectors")
+        return self.model.task_model("similarity")
+
+    def _train_step(self, task):
+        if task in self._steps:
+            return self._steps[task]
+        variables = self._task_submodel(task).trainable_variables
+        replicas = self.strategy.num_replicas_in_sync
+        jit = self.config.jit_compile
+
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                loss = self._task_loss(task, x, y)
+                # Each replica holds 1/replicas of the global batch; summing
+                # the replicas' gradients then gives the global-mean gradient.
+                scaled = loss / replicas
+            grads = tape.gradient(scaled, variables)
+            # Variables the task does not reach (the tanh pooler under mean
+            # pooling, say) get no gradient; leave them out of the update.
+            pairs = [(g, w) for g, w in zip(grads, variables) if g is not None]
+            return loss, pairs
+
+        def apply(pairs):
+            self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
+
+        if replicas == 1:
+            def step(x, y):
+                loss, pairs = gradients(x, y)
+                apply(pairs)
+                return loss
+            # One trace with a generic length; XLA still compiles one program
+            # per concrete bucket shape, which is the few the buckets allow.
+            fn = tf.function(step, jit_compile=jit, reduce_retracing=True)
+        else:
+            compiled = tf.function(gradients, jit_compile=jit, reduce_retracing=True)
+
+            @tf.function(reduce_retracing=True)
+            def fn(x, y):
+                def replica_step(x, y):
+                    loss, pairs = compiled(x, y)
+                    apply(pairs)
+                    return loss
+                per_replica = self.strategy.run(replica_step, args=(x, y))
+                return self.strategy.reduce("MEAN", per_replica, axis=None)
+
+        self._steps[task] = fn
+        return fn
+
+    def _distribute(self, x, y):
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            return x, y
+
+        def shard(ctx):
+            i = ctx.replica_id_in_sync_group
+            return tf.nest.map_structure(lambda t: tf.split(t, replicas)[i], (x, y))
+
+        return self.strategy.experimental_distribute_values_from_function(shard)
+
+    # -------------------------------------------------------------- evaluate
+    def _predictor(self, task):
+        if task not in self._predictors:
+            submodel = self.model.task_model(TASK_OUTPUT[task])
+            self._predictors[task] = tf.function(
+                lambda x: submodel(x, training=False), jit_compile=self.config.jit_compile,
+                reduce_retracing=True)
+        return self._predictors[task]
+
+    def predict(self, task, batches):
+        """Raw outputs for every example of `batches.data`, in data order."""
+        dataset, _ = batches.eval_dataset()
+        predictor = self._predictor(task)
+        outputs = None
+        for x, _y, weight, index in dataset:
+            out = predictor(x).numpy()
+            keep = weight.numpy() > 0
+            if outputs is None:
+                outputs = np.zeros((len(batches.data),) + out.shape[1:], out.dtype)
+            outputs[index.numpy()[keep]] = out[keep]
+        return outputs
+
+    def evaluate(self, batches_by_task=None):
+        """Dev metrics (`sst_acc`, `quora_acc`, `sts_pearson`, overall scores) and predictions."""
+        metrics, predictions = {}, {}
+        for task, batches in (batches_by_task or self.dev_batches).items():
+            preds = predicted_labels(task, self.predict(task, batches))
+            predictions[task] = preds
+            metrics[METRIC_NAMES[task]] = task_metric(task, preds, batches.data.labels)
+        metrics.update(overall_scores(metrics))
+        return metrics, predictions
+
+    def _selection_score(self, metrics):
+        return metrics.get("overall_cs224n", metrics.get("overall_mean"))
+
+    # ------------------------------------------------------------ checkpoints
+    def _write_checkpoint(self, state):
+        folder = self.out / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"step-{state['global_step']:08d}.npz"
+        arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optimizer_{i}": np.asarray(v.numpy())
+                       for i, v in enumerate(self.optimizer.variables)})
+        _atomic_write(folder / name, lambda f: np.savez(f, **arrays))
+        # The state file names the arrays file and is replaced last, so a kill
+        # at any point leaves a state that points at a complete checkpoint.
+        state = dict(state, arrays=name)
+        _atomic_write(folder / STATE_FILE, lambda f: f.write(json.dumps(state, indent=1).encode()))
+        for old in folder.glob("step-*.npz"):
+            if old.name != name:
+                old.unlink()
+
+    def _read_checkpoint(self):
+        folder = self.out / CHECKPOINT_DIR
+        state_path = folder / STATE_FILE
+        if not state_path.is_file():
+            return None
+        state = json.loads(state_path.read_text())
+        with np.load(folder / state["arrays"]) as arrays:
+            for prefix, variables in (("model", self.model.variables),
+                                      ("optimizer", self.optimizer.variables)):
+                count = sum(1 for k in arrays.files if k.startswith(prefix + "_"))
+                if count != len(variables):
+                    raise ValueError(f"{folder / state['arrays']}: {count} {prefix} arrays for "
+                                     f"{len(variables)} variables; was it written by another variant?")
+                for i, variable in enumerate(variables):
+                    variable.assign(arrays[f"{prefix}_{i}"])
+        return state
+
+    # ------------------------------------------------------------------ train
+    def _prepare_run_folder(self, resume):
+        config_path = self.out / "config.json"
+        if config_path.is_file():
+            saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
+            if resume:
+                changed = self.config.differences(saved)
+                if changed:
+                    raise ValueError(
+                        f"{self.out} was started with other settings ({', '.join(changed)}); "
+                        "resume with the same settings or use another --out")
+            elif (self.out / CHECKPOINT_DIR / STATE_FILE).is_file():
+                raise FileExistsError(
+                    f"{self.out} already holds a run; pass --resume to continue it or choose "
+                    "another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        record = json.loads(self.config.to_json())
+        # What export needs to rebuild the text pipeline without the training code.
+        record.update(lowercase=self.tokenizer.lowercase,
+                      num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
+                      lr_used=self.lr, variant_definition=self.variant.__dict__)
+        _atomic_write(config_path, lambda f: f.write(json.dumps(record, indent=2, default=list).encode()))
+        self.tokenizer.save_vocabulary(self.out / "vocab.txt")
+
+    def train(self, resume=False, kill_after_steps=None):
+        """Runs (or resumes) the whole training; returns the summary dict.
+
+        `kill_after_steps` ends the process abruptly (`os._exit`) after that
+        many steps, as a crash would: it exists to test resuming.
+        """
+        cfg = self.config
+        if not hasattr(self, "model"):
+            self.setup()
+        self._prepare_run_folder(resume)
+        state = self._read_checkpoint() if resume else None
+        if resume and state is None:
+            print(f"no checkpoint in {self.out}; starting from scratch", file=sys.stderr)
+        state = state or {"epoch": 0, "position": 0, "global_step": 0, "history": [],
+                          "best_score": None, "best_epoch": None, "loss_sums": {}}
+        metrics_path = self.out / "metrics.jsonl"
+        # Epochs finished after the checkpoint are redone: drop their lines.
+        _atomic_write(metrics_path, lambda f: f.write(
+            "".join(json.dumps(h) + "\n" for h in state["history"]).encode()))
+        writer = tf.summary.create_file_writer(str(self.out / "tensorboard"))
+        interactive = sys.stderr.isatty()
+
+        for epoch in range(state["epoch"], cfg.epochs):
+            order = task_schedule(self.batch_counts, cfg.schedule, cfg.seed, epoch)
+            start = state["position"] if epoch == state["epoch"] else 0
+            loss_sums = state["loss_sums"] if start else {}
+            iterators = {t: iter(b.train_dataset(cfg.seed, epoch, order[:start].count(t))[0])
+                         for t, b in self.train_batches.items()}
+            bar = tqdm(total=len(order), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       file=sys.stderr, mininterval=0.5 if interactive else 30, dynamic_ncols=True)
+            epoch_start = time.time()
+            for position in range(start, len(order)):
+                task = order[position]
+                x, y = next(iterators[task])
+                loss = float(self._train_step(task)(*self._distribute(x, y)))
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise NonFiniteLoss(
+                        f"{task} loss is {loss} at step {state['global_step'] + 1} (epoch {epoch + 1}); "
+                        f"stopped without saving it. The last good checkpoint is in "
+                        f"{self.out / CHECKPOINT_DIR}; resume with --resume and a lower --lr.")
+                total, count = loss_sums.get(task, (0.0, 0))
+                loss_sums[task] = (total + loss, count + 1)
+                state["global_step"] += 1
+                bar.update(1)
+                bar.set_postfix({t: f"{s / n:.3f}" for t, (s, n) in loss_sums.items()}, refresh=False)
+                if state["global_step"] % 20 == 0:
+                    with writer.as_default(step=state["global_step"]):
+                        tf.summary.scalar(f"loss/{task}", loss)
+                        tf.summary.scalar("learning_rate",
+                                          float(self.optimizer.learning_rate))
+                if state["global_step"] % cfg.checkpoint_every == 0:
+                    self._write_checkpoint(dict(state, epoch=epoch, position=position + 1,
+                                                loss_sums=loss_sums))
+                if kill_after_steps and state["global_step"] >= kill_after_steps:
+                    sys.stderr.flush()
+                    os._exit(137)
+            bar.close()
+            train_seconds = time.time() - epoch_start
+            metrics, _ = self.evaluate()
+            record = {"epoch": epoch + 1, "step": state["global_step"],
+                      "train_loss": {t: s / n for t, (s, n) in loss_sums.items()},
+                      "dev": metrics, "train_seconds": round(train_seconds, 1),
+                      "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
+            state["history"].append(record)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            with writer.as_default(step=state["global_step"]):
+                for name, value in metrics.items():
+                    tf.summary.scalar(f"dev/{name}", value)
+            score = self._selection_score(metrics)
+            improved = state["best_score"] is None or score > state["best_score"]
+            if improved:
+                state["best_score"], state["best_epoch"] = score, epoch + 1
+                _atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
+            print(_epoch_line(record, improved), file=sys.stderr)
+            state.update(epoch=epoch + 1, position=0, loss_sums={})
+            self._write_checkpoint(state)
+        writer.close()
+        return self._finish(state)
+
+    def _finish(self, state):
+        """Restores the best epoch, writes predictions and the learning-curve plot."""
+        from training.plots import plot_learning_curves
+
+        self.model.load_weights(self.out / "best.keras")
+        metrics, predictions = self.evaluate()
+        pred_dir = self.out / "predictions"
+        for task, preds in predictions.items():
+            write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
+        for task in self.eval_tasks:
+            if not split_path(task, "test", self.data_dir).is_file():
+                logger.warning("no %s test file in %s: no test predictions for it",
+                               task, self.data_dir)
+                continue
+            batches = self._batches(self._read(task, "test"), self.config.eval_batch_size)
+            preds = predicted_labels(task, self.predict(task, batches))
+            write_predictions(pred_dir, task, "test", batches.data.ids, preds)
+        plot_learning_curves(state["history"], self.out / "learning_curves.png",
+                             title=f"{self.variant.name}: {self.variant.description}")
+        summary = {"variant": self.variant.name, "best_epoch": state["best_epoch"],
+                   "best": metrics, "epochs": len(state["history"]),
+                   "minutes_per_epoch": round(np.mean(
+                       [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
+                   if state["history"] else None}
+        _atomic_write(self.out / "summary.json",
+                      lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        return summary
+
+
+def _epoch_line(record, improved):
+    dev = record["dev"]
+    parts = [f"{k}={v:.4f}" for k, v in dev.items()]
+    losses_ = ", ".join(f"{t} {v:.4f}" for t, v in record["train_loss"].items())
+    mark = " (best so far)" if improved else ""
+    return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
+            f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
+
+
+def _atomic_write(path, write, suffix=""):
+    """Writes via a temporary file in the same folder, then renames over `path`.
+
+    `write` takes an open binary file, or (with `suffix`) a path, for savers
+    such as `keras.Model.save` that insist on a file extension.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    if suffix:
+        write(str(tmp))
+    else:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+__all__ = ["MultitaskTrainer", "NonFiniteLoss", "default_strategy"]

@@ -1,0 +1,117 @@
+"""Command line: train a multitask (or single-task) BERT on the CS224N data.
+
+    python -m training.run --variant dps_mse --data-dir ../shared/data
+    python -m training.run --variant classifier --task cfimdb --mode frozen
+    python -m training.run --variant bm --tasks sst          # SST-only multitask
+    python -m training.run --variant dps_mse --out runs/x --resume
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser():
+    from training.task_schedule import SCHEDULES
+    from training.variants import VARIANTS
+
+    variants = "\n".join(f"  {v.name:<13} {v.description} [{v.paper}]" for v in VARIANTS.values())
+    parser = argparse.ArgumentParser(
+        prog="python -m training.run",
+        description="Fine-tune BERT on SST, Quora and STS at once (CS224N minBERT) and "
+                    "report dev scores.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="variants:\n" + variants)
+    add = parser.add_argument
+    add("--variant", default="dps_mse", choices=sorted(VARIANTS),
+        help="training recipe (see the list below; default: dps_mse)")
+    add("--model", default=None,
+        help="encoder: a local HF folder (config.json, model.safetensors, vocab.txt), a "
+             "Google BERT folder, or a hub name when online (default: the packaged "
+             "all-MiniLM-L6-v2)")
+    add("--data-dir", default=None,
+        help="folder with the CS224N files (default: $KERASBERT_DATA)")
+    add("--out", default=None, help="run folder (default: runs/VARIANT)")
+    add("--epochs", type=int, default=5, help="passes over every task's training data (5)")
+    add("--batch-size", type=int, default=32, help="training examples per step (32)")
+    add("--eval-batch-size", type=int, default=64, help="examples per evaluation batch (64)")
+    add("--lr", type=float, default=None,
+        help="peak learning rate after warm-up (default: the variant's; 1e-3 when frozen)")
+    add("--max-length", type=int, default=128,
+        help="tokens per sequence, specials included; longer input is truncated (128)")
+    add("--buckets", default="32,64,128",
+        help="comma-separated padded lengths; each batch takes the smallest that fits, so "
+             "XLA compiles one program per bucket (32,64,128)")
+    add("--quora-fraction", type=float, default=1.0,
+        help="fraction of quora-train to use, a seeded subset (1.0)")
+    add("--tasks", default=None,
+        help="comma-separated datasets to train on, e.g. 'sst' for the SST-only run "
+             "(default: the variant's; evaluation always covers all three)")
+    add("--task", default="sst", choices=("sst", "cfimdb"),
+        help="sentiment dataset (for --variant classifier: sst or cfimdb)")
+    add("--mode", default="finetune", choices=("finetune", "frozen"),
+        help="finetune the encoder, or freeze it and train only the heads")
+    add("--schedule", default="round_robin", choices=SCHEDULES,
+        help="task order within an epoch: the paper's round robin, or proportional sampling")
+    add("--warmup-ratio", type=float, default=0.1, help="fraction of steps spent warming up (0.1)")
+    add("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01)")
+    add("--clip-norm", type=float, default=1.0, help="global gradient-norm clip (1.0)")
+    add("--checkpoint-every", type=int, default=200,
+        help="steps between resumable checkpoints (200)")
+    add("--no-jit", action="store_true", help="run the steps without XLA (debugging)")
+    add("--seed", type=int, default=0, help="seeds data order, dropout and head init (0)")
+    add("--limit", type=int, default=None,
+        help="use only the first N examples of each split: a smoke run")
+    add("--resume", action="store_true",
+        help="continue the run in --out from its last checkpoint (exactly where it stopped)")
+    add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def config_from_args(args):
+    from training.train_config import TrainConfig
+
+    try:
+        buckets = tuple(int(b) for b in args.buckets.split(","))
+    except ValueError:
+        raise SystemExit(f"--buckets must be comma-separated integers, got {args.buckets!r}")
+    tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
+    return TrainConfig(
+        variant=args.variant, data_dir=args.data_dir,
+        out=args.out or os.path.join("runs", args.variant if args.variant != "classifier"
+                                     else f"classifier-{args.task}-{args.mode}"),
+        model=args.model, tasks=tasks, sentiment_task=args.task, mode=args.mode,
+        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        lr=args.lr, max_length=args.max_length, buckets=buckets,
+        quora_fraction=args.quora_fraction, limit=args.limit, schedule=args.schedule,
+        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
+        jit_compile=not args.no_jit, seed=args.seed)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = config_from_args(args)
+
+    from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+
+    try:
+        trainer = MultitaskTrainer(config)
+        summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {config.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

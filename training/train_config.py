@@ -1,0 +1,75 @@
+"""`TrainConfig`: every setting of a training run, saved as the run's config.json."""
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one run; `None` fields take the variant's defaults.
+
+    Args:
+        variant: a key of `training.variants.VARIANTS`.
+        data_dir: folder of the CS224N files.
+        out: the run folder.
+        model: `None` (packaged all-MiniLM-L6-v2), a local HF/Google folder or a hub name.
+        tasks: datasets to train on (default: the variant's; eval is always on all).
+        sentiment_task: `sst` or `cfimdb` (the classifier variant's `--task`).
+        mode: `finetune` or `frozen` (encoder weights fixed, heads only).
+        epochs, batch_size, eval_batch_size, lr, max_length, buckets: as named.
+        quora_fraction: fraction of quora-train used (seeded subset).
+        limit: use only the first N examples of every split (smoke runs).
+        schedule: `round_robin` (the paper's) or `proportional`.
+        warmup_ratio, weight_decay, clip_norm: optimiser settings.
+        checkpoint_every: steps between resumable checkpoints.
+        jit_compile: XLA-compile the train and eval steps.
+        seed: seeds data order, dropout and head initialisation.
+    """
+
+    variant: str = "dps_mse"
+    data_dir: str = None
+    out: str = None
+    model: str = None
+    tasks: tuple = None
+    sentiment_task: str = "sst"
+    mode: str = "finetune"
+    epochs: int = 5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = None
+    max_length: int = 128
+    buckets: tuple = (32, 64, 128)
+    quora_fraction: float = 1.0
+    limit: int = None
+    schedule: str = "round_robin"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    checkpoint_every: int = 200
+    jit_compile: bool = True
+    seed: int = 0
+
+    # Fields that may differ between a run and its resume.
+    RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        for key in ("tasks", "buckets"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def differences(self, other):
+        """Names of settings that differ from `other`, ignoring the resumable ones."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return sorted(k for k in mine if k not in self.RESUMABLE_CHANGES
+                      and _norm(mine[k]) != _norm(theirs[k]))
+
+
+def _norm(value):
+    return list(value) if isinstance(value, tuple) else value

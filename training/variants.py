@@ -1,0 +1,132 @@
+"""The training variants of the minBERT paper (and beyond), as typed data.
+
+A `Variant` says how the multitask model is built (`model_kwargs`, passed to
+`kerasbert.MultitaskBert`) and how each task is trained (`*_loss`). The
+paper is *minBERT and Downstream Tasks* (CS224N); its dev scores are kept
+beside each variant so reports can print the comparison.
+"""
+
+import dataclasses
+
+TASK_NAMES = ("sst", "quora", "sts")
+# Which MultitaskBert output each dataset trains.
+TASK_OUTPUT = {"sst": "sentiment", "cfimdb": "sentiment", "quora": "paraphrase", "sts": "similarity"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One training recipe.
+
+    Args:
+        name: registry key (`--variant`).
+        description: one line for `--help` and reports.
+        paper: where it comes from: the paper's method name, or "beyond paper".
+        paper_dev: the paper's dev (SST acc, Quora acc, STS Pearson), if reported.
+        pair_encoding, pooling, paraphrase_head, similarity_head,
+        similarity_output, projection_dim, shared_projection: model layout,
+            see `kerasbert.MultitaskBert`.
+        similarity_loss: `bce_threshold` (labels 0-2.5 -> 0, above -> 1, BCE on
+            score/5, as the paper's BM), `mse` (MSE on the 0-5 score) or
+            `infonce` (contrastive on STS positives, in-batch negatives).
+        infonce_temperature: temperature of the cosine logits.
+        infonce_positive_threshold: STS pairs scoring at least this are positives.
+        quora_positives: also train InfoNCE on Quora duplicates.
+        infonce_mse_weight: weight of an added MSE term on STS (0: pure InfoNCE).
+        tasks: datasets trained on.
+        lr: default peak learning rate.
+        frozen_encoder: train the heads only.
+    """
+
+    name: str
+    description: str
+    paper: str
+    paper_dev: tuple = None
+    pair_encoding: str = "bi"
+    pooling: str = "pooled"
+    paraphrase_head: str = "concat"
+    similarity_head: str = "concat"
+    similarity_output: str = "sigmoid"
+    projection_dim: int = None
+    shared_projection: bool = True
+    similarity_loss: str = "bce_threshold"
+    infonce_temperature: float = 0.05
+    infonce_positive_threshold: float = 4.0
+    quora_positives: bool = False
+    infonce_mse_weight: float = 0.0
+    tasks: tuple = TASK_NAMES
+    lr: float = 5e-5
+    frozen_encoder: bool = False
+
+    def __post_init__(self):
+        if self.similarity_loss not in ("bce_threshold", "mse", "infonce"):
+            raise ValueError(f"{self.name}: unknown similarity_loss {self.similarity_loss!r}")
+        unknown = set(self.tasks) - set(TASK_OUTPUT)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown tasks {sorted(unknown)}")
+
+    def model_kwargs(self):
+        """Keyword arguments for `kerasbert.MultitaskBert`."""
+        return dict(
+            pair_encoding=self.pair_encoding,
+            pooling=self.pooling,
+            paraphrase_head=self.paraphrase_head,
+            similarity_head=self.similarity_head,
+            similarity_output=self.similarity_output,
+            projection_dim=self.projection_dim,
+            shared_projection=self.shared_projection,
+        )
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+VARIANTS = {v.name: v for v in (
+    Variant(
+        "bm", "pooled [CLS], concat heads, BCE everywhere, STS labels thresholded",
+        paper="Baseline Model (BM)", paper_dev=(0.502, 0.735, 0.250)),
+    Variant(
+        "dps", "project to r dims, dot product pair scores, BCE (STS thresholded)",
+        paper="Dot Product Similarity (DPS)", paper_dev=(0.490, 0.498, 0.196),
+        paraphrase_head="dot", similarity_head="dot", projection_dim=128),
+    Variant(
+        "infonce", "cosine of projections over a temperature, InfoNCE on STS positives",
+        paper="InfoNCE", paper_dev=(0.347, 0.521, 0.062),
+        paraphrase_head="cosine", similarity_head="cosine", similarity_output="relu",
+        projection_dim=128, similarity_loss="infonce", infonce_temperature=0.007),
+    Variant(
+        "mse", "BM with STS regressed by MSE on the raw 0-5 score",
+        paper="Mean Squared Error (MSE)", paper_dev=(0.462, 0.743, 0.224),
+        similarity_output="linear", similarity_loss="mse"),
+    Variant(
+        "dps_mse", "dot product for Quora, cosine of projections -> relu x5 -> MSE for STS",
+        paper="DPS-MSE", paper_dev=(0.496, 0.775, 0.633),
+        paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
+        projection_dim=128, similarity_loss="mse"),
+    # Beyond the paper: its own future work and what the CS224N leaders did.
+    Variant(
+        "cross", "pairs encoded together ([CLS] a [SEP] b [SEP]), linear heads, STS by MSE",
+        paper="beyond paper: cross-encoder",
+        pair_encoding="cross", similarity_loss="mse"),
+    Variant(
+        "infonce_plus", "InfoNCE at temperature 0.05 with Quora duplicates as extra positives, "
+        "mean pooling, shared projection, plus MSE on STS",
+        paper="beyond paper: tuned InfoNCE",
+        pooling="mean", paraphrase_head="cosine", similarity_head="cosine",
+        similarity_output="relu", projection_dim=256, similarity_loss="infonce",
+        infonce_temperature=0.05, quora_positives=True, infonce_mse_weight=1.0),
+    Variant(
+        "dps_mse_mean", "DPS-MSE on masked mean pooling instead of the tanh pooler",
+        paper="beyond paper: mean vs pooled embeddings",
+        pooling="mean", paraphrase_head="dot", similarity_head="cosine",
+        similarity_output="relu", projection_dim=128, similarity_loss="mse"),
+    Variant(
+        "classifier", "single-task sentiment classifier (the starter's milestone)",
+        paper="single-task classifier", tasks=("sst",)),
+)}
+
+
+def get_variant(name):
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from None
