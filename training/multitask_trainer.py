@@ -42,6 +42,15 @@ def default_strategy():
     return tf.distribute.get_strategy()
 
 
+def resolve_jit(setting):
+    """`"auto"` -> XLA on GPU, oneDNN graph mode on CPU (faster there, see TrainConfig)."""
+    if setting == "auto":
+        return bool(tf.config.list_logical_devices("GPU"))
+    if isinstance(setting, str):
+        return {"on": True, "true": True, "off": False, "false": False}[setting.lower()]
+    return bool(setting)
+
+
 class MultitaskTrainer:
     """Trains a `kerasbert.MultitaskBert` on SST, Quora and STS with per-task steps.
 
@@ -85,6 +94,7 @@ class MultitaskTrainer:
         self.lr = config.lr if config.lr is not None else (
             1e-3 if config.mode == "frozen" else self.variant.lr)
         self._steps, self._predictors = {}, {}
+        self.jit_compile = resolve_jit(config.jit_compile)
 
     # ------------------------------------------------------------------ setup
     def _read(self, task, split):
@@ -173,7 +183,7 @@ class MultitaskTrainer:
             return self._steps[task]
         variables = self._task_submodel(task).trainable_variables
         replicas = self.strategy.num_replicas_in_sync
-        jit = self.config.jit_compile
+        jit = self.jit_compile
 
         def gradients(x, y):
             with tf.GradientTape() as tape:
@@ -229,7 +239,7 @@ class MultitaskTrainer:
         if task not in self._predictors:
             submodel = self.model.task_model(TASK_OUTPUT[task])
             self._predictors[task] = tf.function(
-                lambda x: submodel(x, training=False), jit_compile=self.config.jit_compile,
+                lambda x: submodel(x, training=False), jit_compile=self.jit_compile,
                 reduce_retracing=True)
         return self._predictors[task]
 
