@@ -42,6 +42,10 @@ def default_strategy():
     return tf.distribute.get_strategy()
 
 
+XLA_BUCKETS = (32, 64, 128)
+GRAPH_BUCKETS = (16, 24, 32, 40, 48, 64, 96, 128)
+
+
 def resolve_jit(setting):
     """`"auto"` -> XLA on GPU, oneDNN graph mode on CPU (faster there, see TrainConfig)."""
     if setting == "auto":
@@ -95,6 +99,7 @@ class MultitaskTrainer:
             1e-3 if config.mode == "frozen" else self.variant.lr)
         self._steps, self._predictors = {}, {}
         self.jit_compile = resolve_jit(config.jit_compile)
+        self.buckets = tuple(config.buckets or (XLA_BUCKETS if self.jit_compile else GRAPH_BUCKETS))
 
     # ------------------------------------------------------------------ setup
     def _read(self, task, split):
@@ -121,7 +126,7 @@ class MultitaskTrainer:
                 backbone.trainable = False
 
         def batches(data, batch_size):
-            return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=cfg.buckets,
+            return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=self.buckets,
                                max_length=cfg.max_length, pair_encoding=self.variant.pair_encoding)
 
         self.train_batches = {t: batches(self._read(t, "train"), cfg.batch_size)

@@ -43,9 +43,10 @@ def build_parser():
         help="peak learning rate after warm-up (default: the variant's; 1e-3 when frozen)")
     add("--max-length", type=int, default=128,
         help="tokens per sequence, specials included; longer input is truncated (128)")
-    add("--buckets", default="32,64,128",
-        help="comma-separated padded lengths; each batch takes the smallest that fits, so "
-             "XLA compiles one program per bucket (32,64,128)")
+    add("--buckets", default="auto",
+        help="comma-separated padded lengths; each batch takes the smallest that fits. "
+             "auto: 32,64,128 under XLA (one compile per bucket), "
+             "16,24,32,40,48,64,96,128 in graph mode (less padding)")
     add("--quora-fraction", type=float, default=1.0,
         help="fraction of quora-train to use, a seeded subset (1.0)")
     add("--tasks", default=None,
@@ -77,10 +78,13 @@ def build_parser():
 def config_from_args(args):
     from training.train_config import TrainConfig
 
-    try:
-        buckets = tuple(int(b) for b in args.buckets.split(","))
-    except ValueError:
-        raise SystemExit(f"--buckets must be comma-separated integers, got {args.buckets!r}")
+    buckets = None
+    if args.buckets != "auto":
+        try:
+            buckets = tuple(int(b) for b in args.buckets.split(","))
+        except ValueError:
+            raise SystemExit(f"--buckets must be 'auto' or comma-separated integers, "
+                             f"got {args.buckets!r}")
     tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
     return TrainConfig(
         variant=args.variant, data_dir=args.data_dir,

@@ -16,7 +16,10 @@ class TrainConfig:
         tasks: datasets to train on (default: the variant's; eval is always on all).
         sentiment_task: `sst` or `cfimdb` (the classifier variant's `--task`).
         mode: `finetune` or `frozen` (encoder weights fixed, heads only).
-        epochs, batch_size, eval_batch_size, lr, max_length, buckets: as named.
+        epochs, batch_size, eval_batch_size, lr, max_length: as named.
+        buckets: padded lengths a batch may take; `None` picks by `jit_compile`:
+            few under XLA (each shape is a compile), many in graph mode, where
+            shapes are free and finer buckets halve the padding of pair tasks.
         quora_fraction: fraction of quora-train used (seeded subset).
         limit: use only the first N examples of every split (smoke runs).
         schedule: `round_robin` (the paper's) or `proportional`.
@@ -41,7 +44,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     lr: float = None
     max_length: int = 128
-    buckets: tuple = (32, 64, 128)
+    buckets: tuple = None
     quora_fraction: float = 1.0
     limit: int = None
     schedule: str = "round_robin"
