@@ -87,11 +87,11 @@ VARIANTS = {v.name: v for v in (
     Variant(
         "dps", "project to r dims, dot product pair scores, BCE (STS thresholded)",
         paper="Dot Product Similarity (DPS)", paper_dev=(0.490, 0.498, 0.196),
-        paraphrase_head="dot", similarity_head="dot", projection_dim=128),
+        pooling="mean", paraphrase_head="dot", similarity_head="dot", projection_dim=128),
     Variant(
         "infonce", "cosine of projections over a temperature, InfoNCE on STS positives",
         paper="InfoNCE", paper_dev=(0.347, 0.521, 0.062),
-        paraphrase_head="cosine", similarity_head="cosine", similarity_output="relu",
+        pooling="mean", paraphrase_head="cosine", similarity_head="cosine", similarity_output="relu",
         projection_dim=128, similarity_loss="infonce", infonce_temperature=0.007),
     Variant(
         "mse", "BM with STS regressed by MSE on the raw 0-5 score",
@@ -100,13 +100,13 @@ VARIANTS = {v.name: v for v in (
     Variant(
         "dps_mse", "dot product for Quora, cosine of projections -> relu x5 -> MSE for STS",
         paper="DPS-MSE", paper_dev=(0.496, 0.775, 0.633),
-        paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
+        pooling="mean", paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
         projection_dim=128, similarity_loss="mse"),
     # Beyond the paper: its own future work and what the CS224N leaders did.
     Variant(
         "cross", "pairs encoded together ([CLS] a [SEP] b [SEP]), linear heads, STS by MSE",
         paper="beyond paper: cross-encoder",
-        pair_encoding="cross", similarity_loss="mse"),
+        pair_encoding="cross", pooling="mean", similarity_loss="mse"),
     Variant(
         "infonce_plus", "InfoNCE at temperature 0.05 with Quora duplicates as extra positives, "
         "mean pooling, shared projection, plus MSE on STS",
@@ -115,9 +115,9 @@ VARIANTS = {v.name: v for v in (
         similarity_output="relu", projection_dim=256, similarity_loss="infonce",
         infonce_temperature=0.05, quora_positives=True, infonce_mse_weight=1.0),
     Variant(
-        "dps_mse_mean", "DPS-MSE on masked mean pooling instead of the tanh pooler",
-        paper="beyond paper: mean vs pooled embeddings",
-        pooling="mean", paraphrase_head="dot", similarity_head="cosine",
+        "dps_mse_pooled", "DPS-MSE on the tanh-pooled [CLS] instead of the mean (ablation)",
+        paper="beyond paper: pooled vs mean embeddings",
+        pooling="pooled", paraphrase_head="dot", similarity_head="cosine",
         similarity_output="relu", projection_dim=128, similarity_loss="mse"),
     Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
