@@ -1,0 +1,185 @@
+"""Writes an ensemble's SavedModel, TFLite files, vocabulary and manifest.
+
+`export_ensemble` is what `python -m export.run` calls. Layout of the
+export folder:
+
+    saved_model/               text-in serving signatures (needs tensorflow_text)
+    model_float32.tflite       text in, tf-text custom ops
+    model_int8.tflite          text in, dynamic-range int8 weights
+    model_float16.tflite       text in, float16 weights (only with float16=True)
+    model_ids_float32.tflite   token ids in, builtin ops only
+    model_ids_int8.tflite      token ids in, builtin ops only, int8 weights
+    vocab.txt                  for ids-in runtimes that tokenise themselves
+    manifest.json              members, max_length, files, verification report
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
+from export.tflite_runtime import custom_op_names, file_size
+
+SAVED_MODEL_DIR = "saved_model"
+MANIFEST = "manifest.json"
+VOCAB = "vocab.txt"
+# kind -> (file name, text-in?, weight quantisation)
+TFLITE_KINDS = {
+    "float32": ("model_float32.tflite", True, None),
+    "int8": ("model_int8.tflite", True, "int8"),
+    "float16": ("model_float16.tflite", True, "float16"),
+    "ids_float32": ("model_ids_float32.tflite", False, None),
+    "ids_int8": ("model_ids_int8.tflite", False, "int8"),
+}
+MANIFEST_VERSION = 1
+
+
+def write_saved_model(path, endpoints):
+    """Writes a SavedModel with one serving signature per endpoint.
+
+    `keras.export.ExportArchive`, not a bare `tf.Module`: the latter exports
+    NaNs for these Keras 3 models. The members are not `track()`ed:
+    `add_endpoint` already captures every variable the endpoints use, and
+    tracking the Keras models too stores each weight twice (the Keras
+    variable wrappers and the captured tf.Variables: 179 instead of 90 MiB
+    for MiniLM) and doubles the write time. `track()` is only needed for
+    lookup tables, and the tokenizer has none (its vocabulary is a constant).
+    """
+    archive = keras.export.ExportArchive()
+    for name, (fn, spec) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=spec)
+    archive.write_out(str(path), verbose=False)
+
+
+def tflite_converter(saved_model_dir):
+    """A converter for every signature of a SavedModel (one multi-signature model)."""
+    return tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=list(SIGNATURES))
+
+
+def convert_tflite(converter, quantization=None, text_in=True):
+    """Runs `converter` (from `tflite_converter`) for one kind of TFLite file.
+
+    The converter is reused across kinds: loading the SavedModel is a good
+    part of each conversion's time.
+
+    Args:
+        converter: a `tf.lite.TFLiteConverter`.
+        quantization: None (float32), "int8" (dynamic range: int8 weights,
+            float activations) or "float16" (float16 weights).
+        text_in: keep tf-text ops as custom ops; False allows builtin ops only,
+            so the conversion fails rather than emit a custom op.
+
+    Returns:
+        The flatbuffer bytes.
+    """
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = text_in
+    converter.optimizations = []
+    converter.target_spec.supported_types = []
+    if quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization is not None:
+        raise ValueError(f"unknown quantization {quantization!r}")
+    return converter.convert()
+
+
+def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=None,
+                    float16=False, log=print, verify_kwargs=None):
+    """Exports the ensemble of `run_dirs` into `out_dir` and returns the manifest.
+
+    Args:
+        run_dirs: run folders (config.json, best.keras, vocab.txt).
+        out_dir: the export folder (created; files of a previous export replaced).
+        max_length: tokens per input; default the largest of the runs'.
+        verify: run `export.verification.verify_export` and store its report.
+        data_dir: CS224N data folder for verification (built-in sentences without).
+        float16: also write `model_float16.tflite`.
+        log: a print-like function for progress lines.
+        verify_kwargs: extra arguments for `verify_export` (sample sizes).
+
+    Returns:
+        The manifest dict (also written to `out_dir/manifest.json`). When
+        verification ran, `manifest["verification"]["passed"]` says whether
+        float parity held.
+    """
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    ensemble = MultitaskEnsemble.from_runs(run_dirs, max_length=max_length)
+    log(f"loaded {len(ensemble.members)} member(s): "
+        + ", ".join(f"{r.variant} ({m.pair_encoding})"
+                    for r, m in zip(ensemble.runs, ensemble.members))
+        + f"; max_length {ensemble.max_length}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved_model_dir = out_dir / SAVED_MODEL_DIR
+    if saved_model_dir.exists():
+        shutil.rmtree(saved_model_dir)
+    for name, *_ in TFLITE_KINDS.values():
+        (out_dir / name).unlink(missing_ok=True)
+
+    t = time.perf_counter()
+    write_saved_model(saved_model_dir, ensemble.text_endpoints())
+    log(f"wrote {saved_model_dir} ({time.perf_counter() - t:.1f}s)")
+    shutil.copyfile(ensemble.runs[0].vocab_path, out_dir / VOCAB)
+
+    files = {"saved_model": {"path": SAVED_MODEL_DIR}}
+    kinds = [k for k in TFLITE_KINDS if float16 or k != "float16"]
+    with tempfile.TemporaryDirectory(prefix="kerasbert_ids_") as tmp:
+        # The ids-in signatures live in a scratch SavedModel so the shipped
+        # one stays strings-in only, and both TFLite kinds get the plain
+        # signature names.
+        ids_saved_model = Path(tmp) / "saved_model"
+        write_saved_model(ids_saved_model, ensemble.ids_endpoints())
+        converters = {}
+        for kind in kinds:
+            name, text_in, quantization = TFLITE_KINDS[kind]
+            t = time.perf_counter()
+            if text_in not in converters:
+                converters[text_in] = tflite_converter(
+                    saved_model_dir if text_in else ids_saved_model)
+            flatbuffer = convert_tflite(converters[text_in], quantization=quantization,
+                                        text_in=text_in)
+            (out_dir / name).write_bytes(flatbuffer)
+            custom = custom_op_names(flatbuffer)
+            if not text_in and custom:
+                raise RuntimeError(f"{out_dir / name}: the ids-in model needs custom ops "
+                                   f"{custom}; it must be builtin-only")
+            files[kind] = {"path": name, "inputs": "text" if text_in else "token ids",
+                           "weights": quantization or "float32", "custom_ops": custom}
+            log(f"wrote {out_dir / name} ({len(flatbuffer) / 2**20:.1f} MiB, "
+                f"{time.perf_counter() - t:.1f}s)")
+    files["vocab"] = {"path": VOCAB}
+    for entry in files.values():
+        entry["bytes"] = file_size(out_dir / entry["path"])
+
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        **ensemble.describe(),
+        "signatures": {
+            task: {"text_inputs": list(inputs), "output": output,
+                   "ids_inputs": ensemble.ids_input_names(task)}
+            for task, (inputs, output) in SIGNATURES.items()},
+        "outputs_note": "text-in signatures also return `truncated` (int32, 1 where an input "
+                        "was cut to max_length); ids-in inputs are int32 (B, max_length), "
+                        "right-padded, and only the real-length prefix is computed",
+        "files": files,
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+    }
+    if verify:
+        from export.verification import verify_export
+        manifest["verification"] = verify_export(ensemble, out_dir, files, data_dir=data_dir,
+                                                 log=log, **(verify_kwargs or {}))
+    manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+    with open(out_dir / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    log(f"wrote {out_dir / MANIFEST} ({manifest['export_seconds']}s in all)")
+    return manifest

@@ -1,0 +1,86 @@
+"""`RunFolder`: one training run on disk (config.json, best.keras, vocab.txt)."""
+
+import json
+from pathlib import Path
+
+_REQUIRED_CONFIG_KEYS = ("variant", "max_length", "lowercase")
+
+
+class RunFolder:
+    """A training run folder, checked and read lazily.
+
+    Layout (what `training.run` writes): `config.json` (at least `variant`,
+    `max_length`, `lowercase`; `num_sentiment_classes` and `model` are read
+    when present), `best.keras` (a saved `MultitaskBert`) and `vocab.txt`.
+    Every problem is a `FileNotFoundError`/`ValueError` naming the file.
+
+    Args:
+        path: the run folder.
+
+    Example:
+    >>> run = RunFolder("runs/dps_mse")        # doctest: +SKIP
+    >>> run.variant, run.max_length            # doctest: +SKIP
+    ('dps_mse', 128)
+    >>> model = run.load_model()               # doctest: +SKIP
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: run folder does not exist")
+        for name in ("config.json", "best.keras", "vocab.txt"):
+            if not (self.path / name).is_file():
+                raise FileNotFoundError(f"{self.path / name}: missing (a run folder needs "
+                                        "config.json, best.keras and vocab.txt)")
+        config_path = self.path / "config.json"
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                self.config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_path}: not valid JSON ({e})") from e
+        if not isinstance(self.config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
+        missing = [k for k in _REQUIRED_CONFIG_KEYS if k not in self.config]
+        if missing:
+            raise ValueError(f"{config_path}: missing keys {missing}")
+        if not isinstance(self.config["max_length"], int) or self.config["max_length"] < 3:
+            raise ValueError(f"{config_path}: max_length must be an integer >= 3, "
+                             f"got {self.config['max_length']!r}")
+        self.variant = str(self.config["variant"])
+        self.max_length = int(self.config["max_length"])
+        self.lowercase = bool(self.config["lowercase"])
+        self.vocab_path = self.path / "vocab.txt"
+        self.model_path = self.path / "best.keras"
+
+    def vocabulary(self):
+        """The run's vocabulary as a list of tokens (checked for BERT's special tokens)."""
+        from kerasbert.bert_tokenizer import read_vocabulary
+        return read_vocabulary(self.vocab_path)
+
+    def load_model(self):
+        """The saved `MultitaskBert` (all kerasbert layers are registered serializable)."""
+        import keras
+
+        from kerasbert.multitask_bert import MultitaskBert
+        try:
+            model = keras.saving.load_model(self.model_path, compile=False)
+        except Exception as e:  # a zip/JSON/weights problem: say which file
+            raise ValueError(f"{self.model_path}: cannot load the model "
+                             f"({type(e).__name__}: {e})") from e
+        if not isinstance(model, MultitaskBert):
+            raise ValueError(f"{self.model_path}: expected a MultitaskBert, "
+                             f"got {type(model).__name__}")
+        return model
+
+    def describe(self):
+        """The manifest entry of this run."""
+        return {
+            "path": str(self.path),
+            "variant": self.variant,
+            "model": self.config.get("model"),
+            "max_length": self.max_length,
+            "lowercase": self.lowercase,
+        }
+
+    def __repr__(self):
+        return f"RunFolder({str(self.path)!r}, variant={self.variant!r})"

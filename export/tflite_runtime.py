@@ -1,0 +1,95 @@
+"""Loading TFLite files on the ai-edge-litert runtime, with clear errors.
+
+Text-in models hold tf-text custom ops (FastBertNormalize,
+FastWordpieceTokenizeWithOffsets, RaggedTensorToTensor); they run on
+`InterpreterWithCustomOps` with tf-text's registrar. Ids-in models hold
+builtin ops only and run on any TFLite runtime.
+"""
+
+import os
+from pathlib import Path
+
+from export.model_file_error import ModelFileError
+
+# A TFLite flatbuffer carries this file identifier at bytes 4..8.
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+def read_tflite_bytes(path):
+    """The bytes of a TFLite file, after cheap checks that give a readable error."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, "no such file")
+    if path.is_dir():
+        raise ModelFileError(path, "is a folder, not a .tflite file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelFileError(path, f"cannot be read ({e.strerror or e})") from e
+    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
+        raise ModelFileError(path, "not a TFLite model (no TFL3 flatbuffer identifier; "
+                                   "a corrupted file, or another format)")
+    return data
+
+
+def load_interpreter(path, num_threads=None, custom_ops=True):
+    """An allocated-on-demand LiteRT interpreter for the file at `path`.
+
+    Args:
+        path: a `.tflite` file.
+        num_threads: CPU threads for the kernels (None: the runtime's default).
+        custom_ops: register the tf-text custom ops (needed by text-in models).
+
+    Raises:
+        ModelFileError: missing, unreadable, not TFLite, or a corrupted flatbuffer.
+    """
+    data = read_tflite_bytes(path)
+    from ai_edge_litert import interpreter as litert
+    kwargs = {"model_content": data}
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        kwargs["num_threads"] = int(num_threads)
+    try:
+        if custom_ops:
+            import tensorflow_text
+            return litert.InterpreterWithCustomOps(
+                custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
+                **kwargs)
+        return litert.Interpreter(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        # The runtime's verifier rejects truncated or corrupted flatbuffers.
+        raise ModelFileError(path, f"corrupted or unsupported TFLite model ({e})") from e
+
+
+def signature_runner(interpreter, name, path):
+    """The runner of signature `name`, or a `ModelFileError` listing those the file has."""
+    signatures = interpreter.get_signature_list()
+    if name not in signatures:
+        raise ModelFileError(path, f"has no {name!r} signature (it has "
+                                   f"{sorted(signatures) or 'none'}); export it with "
+                                   "`python -m export.run`")
+    try:
+        return interpreter.get_signature_runner(name)
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(path, f"cannot prepare signature {name!r} ({e})") from e
+
+
+def custom_op_names(model_bytes):
+    """Names of the custom ops a TFLite model needs (empty for builtin-only models)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    names = set()
+    for code in model.operatorCodes or []:
+        if code.customCode:
+            names.add(code.customCode.decode() if isinstance(code.customCode, bytes)
+                      else str(code.customCode))
+    return sorted(names)
+
+
+def file_size(path):
+    """Bytes on disk of a file, or of all files under a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return os.path.getsize(path)
