@@ -1,0 +1,161 @@
+"""Latency of scoring one sentence pair, strings in, across the export's runtimes.
+
+Usage:
+    python benchmarks/score_latency.py exports/em [--iterations 300] [--threads 1 2]
+        [--text-a "..."] [--text-b "..."] [--json latency.json]
+
+Times one `similarity` call on a single pair, tokenisation included, for:
+  - TFLite float32 / int8 (and float16 if exported) text-in files on the
+    ai-edge-litert runtime, at each `--threads` count;
+  - the SavedModel's `similarity` signature (TensorFlow, its default threads);
+  - Keras: the members' similarity sub-models called eagerly on the
+    tokenizer's output trimmed to the pair's length (the same work as the
+    export), outputs averaged in numpy.
+Prints p50 / p95 / mean in milliseconds, the model sizes, and the load
+average before and after: the machine is shared, so a busy neighbour shows
+up as a high load and a wide p50-p95 gap.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+# About 15 tokens each with [CLS]/[SEP] for the MiniLM vocabulary: the size of
+# the ONNX Runtime reference measurement.
+DEFAULT_A = "A man is playing a large flute on the big stage tonight."
+DEFAULT_B = "A man plays the wooden flute loudly on a small stage tonight."
+
+
+def _time(fn, iterations, warmup):
+    for _ in range(warmup):
+        fn()
+    times = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    ms = times * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "iterations": iterations}
+
+
+def _tflite_case(path, threads, text_a, text_b):
+    from export.similarity_scorer import SimilarityScorer
+    scorer = SimilarityScorer(path, num_threads=threads)
+    runner = scorer._runner  # the bare call: no Python-side batching or sorting
+    a = np.array([text_a.encode()], dtype=object)
+    b = np.array([text_b.encode()], dtype=object)
+    return lambda: runner(text_a=a, text_b=b)["score"]
+
+
+def _saved_model_case(path, text_a, text_b):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokenizer ops
+    fn = tf.saved_model.load(str(path)).signatures["similarity"]
+    a, b = tf.constant([text_a]), tf.constant([text_b])
+    return lambda: fn(text_a=a, text_b=b)["score"].numpy()
+
+
+def _keras_case(manifest, text_a, text_b):
+    from export.multitask_ensemble import MultitaskEnsemble, trim_padding
+    ensemble = MultitaskEnsemble.from_runs([m["path"] for m in manifest["members"]],
+                                           max_length=manifest["max_length"])
+    tok, max_length = ensemble.tokenizer, ensemble.max_length
+
+    def run():
+        scores = []
+        for m in ensemble.members:
+            if m.pair_encoding == "cross":
+                inputs = {"pair": trim_padding(tok([text_a], [text_b], max_length=max_length))}
+            else:
+                inputs = {"a": trim_padding(tok([text_a], max_length=max_length)),
+                          "b": trim_padding(tok([text_b], max_length=max_length))}
+            scores.append(np.asarray(m.task_model("similarity")(inputs, training=False)))
+        return np.mean(scores, axis=0)
+    return run, ensemble
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", help="an export folder written by `python -m export.run`")
+    parser.add_argument("--iterations", type=int, default=300,
+                        help="timed calls per TFLite case (SavedModel / Keras: a third)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--text-a", default=DEFAULT_A)
+    parser.add_argument("--text-b", default=DEFAULT_B)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["saved_model", "keras"],
+                        help="leave out the slow TensorFlow cases")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    model_dir = Path(args.model_dir)
+    manifest_path = model_dir / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"error: {manifest_path}: no such file (not an export folder?)", file=sys.stderr)
+        return 2
+    manifest = json.loads(manifest_path.read_text())
+    load_before = os.getloadavg()
+
+    from kerasbert.bert_tokenizer import BertTokenizer
+    tok = BertTokenizer(str(model_dir / "vocab.txt"), lowercase=manifest["lowercase"])
+    lengths = [int(tok.token_lengths([t])[0]) for t in (args.text_a, args.text_b)]
+
+    rows = []
+    files = manifest["files"]
+    for kind in ("float32", "int8", "float16"):
+        if kind not in files:
+            continue
+        for threads in args.threads:
+            fn = _tflite_case(model_dir / files[kind]["path"], threads, args.text_a, args.text_b)
+            rows.append({"runtime": f"TFLite {kind}", "threads": threads,
+                         "bytes": files[kind]["bytes"], "score": float(fn()[0]),
+                         **_time(fn, args.iterations, args.warmup)})
+            print(f"  done: TFLite {kind}, {threads} thread(s)", file=sys.stderr, flush=True)
+    slow_iterations = max(args.iterations // 3, 10)
+    if "saved_model" not in args.skip:
+        fn = _saved_model_case(model_dir / files["saved_model"]["path"], args.text_a, args.text_b)
+        rows.append({"runtime": "SavedModel (TF)", "threads": "tf default",
+                     "bytes": files["saved_model"]["bytes"], "score": float(fn()[0]),
+                     **_time(fn, slow_iterations, args.warmup)})
+        print("  done: SavedModel", file=sys.stderr, flush=True)
+    if "keras" not in args.skip:
+        fn, ensemble = _keras_case(manifest, args.text_a, args.text_b)
+        keras_bytes = sum(Path(m["path"], "best.keras").stat().st_size
+                          for m in manifest["members"])
+        rows.append({"runtime": "Keras (eager)", "threads": "tf default", "bytes": keras_bytes,
+                     "score": float(fn()[0]), **_time(fn, slow_iterations, args.warmup)})
+        print("  done: Keras", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+
+    print(f"\nscore latency, one pair, strings in: {model_dir} "
+          f"({len(manifest['members'])} member(s), max_length {manifest['max_length']})")
+    print(f"pair: {args.text_a!r} / {args.text_b!r} ({lengths[0]} and {lengths[1]} tokens "
+          "with [CLS]/[SEP])")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"({os.cpu_count()} CPUs)\n")
+    header = f"{'runtime':<18} {'threads':>10} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} " \
+             f"{'size MiB':>9} {'score':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['runtime']:<18} {str(r['threads']):>10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+              f"{r['mean_ms']:8.2f} {r['bytes'] / 2**20:9.1f} {r['score']:7.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "model_dir": str(model_dir), "text_a": args.text_a, "text_b": args.text_b,
+            "token_lengths": lengths, "load_before": load_before, "load_after": load_after,
+            "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
