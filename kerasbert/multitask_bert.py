@@ -91,9 +91,11 @@ class MultitaskBert(keras.Model):
         pooling: sentence vector from the encoder: `"pooled"` (tanh pooler,
             the paper's choice), `"mean"` (masked mean) or `"cls"`.
         paraphrase_head: `"concat"` (linear on [u; v]), `"dot"` (dot product of
-            projections) or `"cosine"` (cosine of projections, learned affine
-            to a logit). Ignored for cross encoding (linear on the pair).
-        similarity_head: `"concat"`, `"dot"` or `"cosine"`, as above.
+            projections) or `"cosine"` (cosine of projections); dot and cosine
+            scores pass a learned scalar affine to become the logit. Ignored
+            for cross encoding (linear on the pair).
+        similarity_head: `"concat"`, `"dot"` (with the affine) or `"cosine"`
+            (raw, the paper's DPS-MSE).
         similarity_output: how the raw similarity becomes 0-5: `"sigmoid"`
             (5 * sigmoid), `"linear"` (as is) or `"relu"` (5 * relu, for cosine).
         projection_dim: r, the width of the projections used by dot/cosine
@@ -154,6 +156,9 @@ class MultitaskBert(keras.Model):
                 projections[task] = shared or dense(projection_dim, f"{task}_projection")
         para_dense = dense(1, "paraphrase_dense")
         sim_dense = dense(1, "similarity_dense")
+        # Scalar affine on dot/cosine scores; starts as the identity.
+        affine = {task: keras.layers.Dense(1, kernel_initializer="ones", name=f"{task}_score_affine")
+                  for task in ("paraphrase", "similarity")}
 
         def embed(inputs):
             out = backbone(inputs)
@@ -180,9 +185,11 @@ class MultitaskBert(keras.Model):
                 return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1), None
             u, v = pair_vectors(task, pair)
             score = PairScore(head, name=f"{task}_{head}")(u, v)
-            if task == "paraphrase" and head == "cosine":
-                # A cosine lives in [-1, 1]; a learned affine turns it into a logit.
-                score = ops.squeeze(para_dense(score[:, None]), -1)
+            if task == "paraphrase" or head == "dot":
+                # A learned scale and offset turn the raw score into a logit:
+                # without the offset every topically close pair (most Quora
+                # negatives) starts, and stays, "duplicate".
+                score = ops.squeeze(affine[task](score[:, None]), -1)
             return score, (u, v)
 
         def pair_inputs(task):

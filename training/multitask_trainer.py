@@ -95,8 +95,8 @@ class MultitaskTrainer:
             self.eval_tasks = (sentiment, "quora", "sts")
         if config.mode not in ("finetune", "frozen"):
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
-        self.lr = config.lr if config.lr is not None else (
-            1e-3 if config.mode == "frozen" else self.variant.lr)
+        self.lr = config.lr if config.lr is not None else self.variant.lr
+        self.head_lr = config.head_lr
         self._steps, self._predictors = {}, {}
         self.jit_compile = resolve_jit(config.jit_compile)
         self.buckets = tuple(config.buckets or (XLA_BUCKETS if self.jit_compile else GRAPH_BUCKETS))
@@ -141,13 +141,27 @@ class MultitaskTrainer:
                                  f"make no batch of {cfg.batch_size}; lower --batch-size")
         self.steps_per_epoch = sum(self.batch_counts.values())
         total = self.steps_per_epoch * cfg.epochs
-        with self.strategy.scope():
-            self.optimizer = keras.optimizers.AdamW(
-                learning_rate=WarmupLinearDecay(self.lr, int(cfg.warmup_ratio * total), total),
+        encoder_ids = {id(v) for v in self.model.backbone.trainable_variables}
+        encoder_vars = [v for v in self.model.trainable_variables if id(v) in encoder_ids]
+        head_vars = [v for v in self.model.trainable_variables if id(v) not in encoder_ids]
+
+        def adamw(peak):
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=WarmupLinearDecay(peak, int(cfg.warmup_ratio * total), total),
                 weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
             # BERT's recipe: no decay on LayerNorm scales/offsets and biases.
-            self.optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-            self.optimizer.build(self.model.trainable_variables)
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            return optimizer
+
+        with self.strategy.scope():
+            # Two AdamWs: the pretrained encoder moves at `lr`, the freshly
+            # initialised heads at `head_lr`. Adam moves each weight by about
+            # its learning rate per step, so at 5e-5 a head bias needs
+            # thousands of steps to reach a useful offset.
+            self.optimizer = adamw(self.lr)
+            self.optimizer.build(encoder_vars)
+            self.head_optimizer = adamw(self.head_lr)
+            self.head_optimizer.build(head_vars)
         return self
 
     # ------------------------------------------------------------------ steps
@@ -196,19 +210,24 @@ class MultitaskTrainer:
                 # Each replica holds 1/replicas of the global batch; summing
                 # the replicas' gradients then gives the global-mean gradient.
                 scaled = loss / replicas
-            grads = tape.gradient(scaled, variables)
+            # Gradients only: a tf.function would return variables as tensors.
+            return loss, tape.gradient(scaled, variables)
+
+        encoder_ids = {id(w) for w in self.model.backbone.trainable_variables}
+
+        def apply(grads):
             # Variables the task does not reach (the tanh pooler under mean
             # pooling, say) get no gradient; leave them out of the update.
             pairs = [(g, w) for g, w in zip(grads, variables) if g is not None]
-            return loss, pairs
-
-        def apply(pairs):
-            self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
+            for optimizer, in_encoder in ((self.optimizer, True), (self.head_optimizer, False)):
+                group = [(g, w) for g, w in pairs if (id(w) in encoder_ids) == in_encoder]
+                if group:
+                    optimizer.apply([g for g, _ in group], [w for _, w in group])
 
         if replicas == 1:
             def step(x, y):
-                loss, pairs = gradients(x, y)
-                apply(pairs)
+                loss, grads = gradients(x, y)
+                apply(grads)
                 return loss
             # One trace with a generic length; XLA still compiles one program
             # per concrete bucket shape, which is the few the buckets allow.
@@ -216,11 +235,22 @@ class MultitaskTrainer:
         else:
             compiled = tf.function(gradients, jit_compile=jit, reduce_retracing=True)
 
+            clip = self.optimizer.global_clipnorm
+
             @tf.function(reduce_retracing=True)
             def fn(x, y):
                 def replica_step(x, y):
-                    loss, pairs = compiled(x, y)
-                    apply(pairs)
+                    loss, grads = compiled(x, y)
+                    # Keras clips by global norm before its all-reduce, i.e.
+                    # each replica's part: not the one-device update. Clip the
+                    # summed gradient here and hand Keras equal shares of it,
+                    # which its all-reduce sums back (one all-reduce more).
+                    total = tf.distribute.get_replica_context().all_reduce(
+                        "SUM", [g for g in grads if g is not None])
+                    if clip:
+                        total, _ = tf.clip_by_global_norm(total, clip)
+                    shares = iter([_scale(g, 1.0 / replicas) for g in total])
+                    apply([None if g is None else next(shares) for g in grads])
                     return loss
                 per_replica = self.strategy.run(replica_step, args=(x, y))
                 return self.strategy.reduce("MEAN", per_replica, axis=None)
@@ -280,8 +310,9 @@ class MultitaskTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"step-{state['global_step']:08d}.npz"
         arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
-        arrays.update({f"optimizer_{i}": np.asarray(v.numpy())
-                       for i, v in enumerate(self.optimizer.variables)})
+        for prefix, optimizer in (("optimizer", self.optimizer), ("head_optimizer", self.head_optimizer)):
+            arrays.update({f"{prefix}_{i}": np.asarray(v.numpy())
+                           for i, v in enumerate(optimizer.variables)})
         _atomic_write(folder / name, lambda f: np.savez(f, **arrays))
         # The state file names the arrays file and is replaced last, so a kill
         # at any point leaves a state that points at a complete checkpoint.
@@ -299,7 +330,8 @@ class MultitaskTrainer:
         state = json.loads(state_path.read_text())
         with np.load(folder / state["arrays"]) as arrays:
             for prefix, variables in (("model", self.model.variables),
-                                      ("optimizer", self.optimizer.variables)):
+                                      ("optimizer", self.optimizer.variables),
+                                      ("head_optimizer", self.head_optimizer.variables)):
                 count = sum(1 for k in arrays.files if k.startswith(prefix + "_"))
                 if count != len(variables):
                     raise ValueError(f"{folder / state['arrays']}: {count} {prefix} arrays for "
@@ -328,7 +360,8 @@ class MultitaskTrainer:
         # What export needs to rebuild the text pipeline without the training code.
         record.update(lowercase=self.tokenizer.lowercase,
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
-                      lr_used=self.lr, variant_definition=self.variant.__dict__)
+                      lr_used=self.lr, head_lr_used=self.head_lr,
+                      variant_definition=self.variant.__dict__)
         _atomic_write(config_path, lambda f: f.write(json.dumps(record, indent=2, default=list).encode()))
         self.tokenizer.save_vocabulary(self.out / "vocab.txt")
 
@@ -440,6 +473,13 @@ class MultitaskTrainer:
         _atomic_write(self.out / "summary.json",
                       lambda f: f.write(json.dumps(summary, indent=2).encode()))
         return summary
+
+
+def _scale(gradient, factor):
+    """`gradient * factor` for a dense tensor or `tf.IndexedSlices` (embedding lookups)."""
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
+    return gradient * factor
 
 
 def _epoch_line(record, improved):

@@ -40,7 +40,9 @@ def build_parser():
     add("--batch-size", type=int, default=32, help="training examples per step (32)")
     add("--eval-batch-size", type=int, default=64, help="examples per evaluation batch (64)")
     add("--lr", type=float, default=None,
-        help="peak learning rate after warm-up (default: the variant's; 1e-3 when frozen)")
+        help="peak encoder learning rate after warm-up (default: the variant's, 5e-5)")
+    add("--head-lr", type=float, default=1e-3,
+        help="peak learning rate of the task heads, which start from random (1e-3)")
     add("--max-length", type=int, default=128,
         help="tokens per sequence, specials included; longer input is truncated (128)")
     add("--buckets", default="auto",
@@ -92,7 +94,7 @@ def config_from_args(args):
                                      else f"classifier-{args.task}-{args.mode}"),
         model=args.model, tasks=tasks, sentiment_task=args.task, mode=args.mode,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-        lr=args.lr, max_length=args.max_length, buckets=buckets,
+        lr=args.lr, head_lr=args.head_lr, max_length=args.max_length, buckets=buckets,
         quora_fraction=args.quora_fraction, limit=args.limit, schedule=args.schedule,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,

@@ -16,7 +16,9 @@ class TrainConfig:
         tasks: datasets to train on (default: the variant's; eval is always on all).
         sentiment_task: `sst` or `cfimdb` (the classifier variant's `--task`).
         mode: `finetune` or `frozen` (encoder weights fixed, heads only).
-        epochs, batch_size, eval_batch_size, lr, max_length: as named.
+        epochs, batch_size, eval_batch_size, max_length: as named.
+        lr: peak learning rate of the encoder (default: the variant's).
+        head_lr: peak learning rate of the task heads (new weights).
         buckets: padded lengths a batch may take; `None` picks by `jit_compile`:
             few under XLA (each shape is a compile), many in graph mode, where
             shapes are free and finer buckets halve the padding of pair tasks.
@@ -43,6 +45,7 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     lr: float = None
+    head_lr: float = 1e-3
     max_length: int = 128
     buckets: tuple = None
     quora_fraction: float = 1.0
