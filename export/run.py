@@ -49,9 +49,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir
-    if data_dir is not None and not os.path.isdir(data_dir):
-        print(f"error: {data_dir}: data folder does not exist", file=sys.stderr)
-        return 2
+    if data_dir is not None and args.verify:
+        # Checked now, not after minutes of conversion.
+        from training.readers import split_path
+        missing = [str(split_path(task, "dev", data_dir)) for task in ("sst", "quora", "sts")
+                   if not split_path(task, "dev", data_dir).is_file()]
+        if missing:
+            print(f"error: --data-dir {data_dir}: missing {', '.join(missing)}", file=sys.stderr)
+            return 2
     from export.exporter import export_ensemble
     try:
         manifest = export_ensemble(
@@ -61,7 +66,8 @@ def main(argv=None):
             verify_kwargs={"num_parity": args.parity_examples,
                            "num_metric": args.metric_examples,
                            "tolerance": args.tolerance})
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
+        # Unusable run folders, vocabularies or output paths: the message names the file.
         print(f"error: {e}", file=sys.stderr)
         return 2
     verification = manifest.get("verification")

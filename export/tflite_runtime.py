@@ -77,13 +77,15 @@ def signature_runner(interpreter, name, path):
 
 def custom_op_names(model_bytes):
     """Names of the custom ops a TFLite model needs (empty for builtin-only models)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    # Reads the operator table in place; unpacking the whole model into
+    # Python objects would copy every weight buffer.
+    from tensorflow.lite.python import schema_py_generated as schema
+    model = schema.Model.GetRootAsModel(bytearray(model_bytes), 0)
     names = set()
-    for code in model.operatorCodes or []:
-        if code.customCode:
-            names.add(code.customCode.decode() if isinstance(code.customCode, bytes)
-                      else str(code.customCode))
+    for i in range(model.OperatorCodesLength()):
+        custom = model.OperatorCodes(i).CustomCode()
+        if custom:
+            names.add(custom.decode() if isinstance(custom, bytes) else str(custom))
     return sorted(names)
 
 

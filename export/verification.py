@@ -202,10 +202,11 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
             parity[name][task] = float(np.max(np.abs(run(task, a, b) - reference)))
     worst = max(parity[name][task] for name in held for task in SIGNATURES)
     passed = bool(worst <= tolerance)
-    parity_report = {"tolerance": tolerance, "examples_per_task": len(samples["sentiment"]["a"][:num_parity]),
+    examples = {task: len(_task_args(samples, task, num_parity)[0]) for task in SIGNATURES}
+    parity_report = {"tolerance": tolerance, "examples": examples,
                      "max_abs_diff": parity, "worst": worst, "passed": passed}
-    log(f"float parity vs Keras (max |diff| over {parity_report['examples_per_task']} "
-        f"examples/task, tolerance {tolerance:g}):")
+    log(f"float parity vs Keras (max |diff| over {min(examples.values())}-"
+        f"{max(examples.values())} examples/task, tolerance {tolerance:g}):")
     for name, diffs in parity.items():
         log(f"  {name:<20}" + "  ".join(f"{t} {d:.2e}" for t, d in diffs.items()))
     log(f"  -> {'PASS' if passed else 'FAIL'} (worst {worst:.2e})")
@@ -245,6 +246,8 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
     cos = int8_report["embedding_cosine"]
     log(f"  embedding cosine(float32, int8): mean {cos['mean']:.5f}, min {cos['min']:.5f}")
     log("  max |int8 - float32|: " + "  ".join(f"{t} {d:.3g}" for t, d in max_diff.items()))
+    log("  max |ids-in int8 - text-in int8|: "
+        + "  ".join(f"{t} {d:.3g}" for t, d in ids_vs_text.items()))
 
     sizes = {kind: entry["bytes"] for kind, entry in files.items() if "bytes" in entry}
     log("sizes: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()))
