@@ -11,9 +11,11 @@ Times one `similarity` call on a single pair, tokenisation included, for:
   - Keras: the members' similarity sub-models called eagerly on the
     tokenizer's output trimmed to the pair's length (the same work as the
     export), outputs averaged in numpy.
-Prints p50 / p95 / mean in milliseconds, the model sizes, and the load
-average before and after: the machine is shared, so a busy neighbour shows
-up as a high load and a wide p50-p95 gap.
+Prints p50 / p95 / mean / min in milliseconds, the model sizes, and the
+load average before and after: the machine is shared, so a busy neighbour
+shows up as a high load and a wide p50-p95 gap (min is the least disturbed
+figure). The cases are timed in interleaved rounds so that noise spreads
+over all of them.
 """
 
 import argparse
@@ -34,17 +36,35 @@ DEFAULT_A = "A man is playing a large flute on the big stage tonight."
 DEFAULT_B = "A man plays the wooden flute loudly on a small stage tonight."
 
 
-def _time(fn, iterations, warmup):
-    for _ in range(warmup):
-        fn()
-    times = np.empty(iterations)
-    for i in range(iterations):
-        start = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - start
-    ms = times * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean()), "iterations": iterations}
+def _time_interleaved(cases, rounds, warmup):
+    """Times every case in `rounds` interleaved rounds.
+
+    Interleaving spreads a noisy neighbour's bursts over all cases instead of
+    penalising whichever case ran during the burst.
+
+    Args:
+        cases: list of (fn, iterations) pairs.
+
+    Returns:
+        one dict of statistics (milliseconds) per case.
+    """
+    for fn, _ in cases:
+        for _ in range(warmup):
+            fn()
+    samples = [[] for _ in cases]
+    for _ in range(rounds):
+        for (fn, iterations), out in zip(cases, samples):
+            for _ in range(max(iterations // rounds, 1)):
+                start = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - start)
+    stats = []
+    for out in samples:
+        ms = np.array(out) * 1000
+        stats.append({"p50_ms": float(np.percentile(ms, 50)),
+                      "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
+                      "min_ms": float(ms.min()), "iterations": len(ms)})
+    return stats
 
 
 def _tflite_case(path, threads, text_a, text_b):
@@ -89,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=300,
                         help="timed calls per TFLite case (SavedModel / Keras: a third)")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="interleaved rounds the iterations are split into")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--text-a", default=DEFAULT_A)
     parser.add_argument("--text-b", default=DEFAULT_B)
@@ -109,7 +131,7 @@ def main(argv=None):
     tok = BertTokenizer(str(model_dir / "vocab.txt"), lowercase=manifest["lowercase"])
     lengths = [int(tok.token_lengths([t])[0]) for t in (args.text_a, args.text_b)]
 
-    rows = []
+    rows, cases = [], []
     files = manifest["files"]
     for kind in ("float32", "int8", "float16"):
         if kind not in files:
@@ -117,23 +139,25 @@ def main(argv=None):
         for threads in args.threads:
             fn = _tflite_case(model_dir / files[kind]["path"], threads, args.text_a, args.text_b)
             rows.append({"runtime": f"TFLite {kind}", "threads": threads,
-                         "bytes": files[kind]["bytes"], "score": float(fn()[0]),
-                         **_time(fn, args.iterations, args.warmup)})
-            print(f"  done: TFLite {kind}, {threads} thread(s)", file=sys.stderr, flush=True)
-    slow_iterations = max(args.iterations // 3, 10)
+                         "bytes": files[kind]["bytes"], "score": float(fn()[0])})
+            cases.append((fn, args.iterations))
+    slow_iterations = max(args.iterations // 3, args.rounds)
     if "saved_model" not in args.skip:
         fn = _saved_model_case(model_dir / files["saved_model"]["path"], args.text_a, args.text_b)
         rows.append({"runtime": "SavedModel (TF)", "threads": "tf default",
-                     "bytes": files["saved_model"]["bytes"], "score": float(fn()[0]),
-                     **_time(fn, slow_iterations, args.warmup)})
-        print("  done: SavedModel", file=sys.stderr, flush=True)
+                     "bytes": files["saved_model"]["bytes"], "score": float(fn()[0])})
+        cases.append((fn, slow_iterations))
     if "keras" not in args.skip:
-        fn, ensemble = _keras_case(manifest, args.text_a, args.text_b)
+        fn, _ = _keras_case(manifest, args.text_a, args.text_b)
         keras_bytes = sum(Path(m["path"], "best.keras").stat().st_size
                           for m in manifest["members"])
         rows.append({"runtime": "Keras (eager)", "threads": "tf default", "bytes": keras_bytes,
-                     "score": float(fn()[0]), **_time(fn, slow_iterations, args.warmup)})
-        print("  done: Keras", file=sys.stderr, flush=True)
+                     "score": float(fn()[0])})
+        cases.append((fn, slow_iterations))
+    print(f"timing {len(cases)} cases in {args.rounds} interleaved rounds...", file=sys.stderr,
+          flush=True)
+    for row, stats in zip(rows, _time_interleaved(cases, args.rounds, args.warmup)):
+        row.update(stats)
     load_after = os.getloadavg()
 
     print(f"\nscore latency, one pair, strings in: {model_dir} "
@@ -143,12 +167,12 @@ def main(argv=None):
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs)\n")
     header = f"{'runtime':<18} {'threads':>10} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} " \
-             f"{'size MiB':>9} {'score':>7}"
+             f"{'min ms':>8} {'size MiB':>9} {'score':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['runtime']:<18} {str(r['threads']):>10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
-              f"{r['mean_ms']:8.2f} {r['bytes'] / 2**20:9.1f} {r['score']:7.3f}")
+              f"{r['mean_ms']:8.2f} {r['min_ms']:8.2f} {r['bytes'] / 2**20:9.1f} {r['score']:7.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model_dir": str(model_dir), "text_a": args.text_a, "text_b": args.text_b,
