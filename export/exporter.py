@@ -3,7 +3,8 @@
 `export_ensemble` is what `python -m export.run` calls. Layout of the
 export folder:
 
-    saved_model/               text-in serving signatures (needs tensorflow_text)
+    saved_model/               text-in serving signatures (load after `import
+                               tensorflow_text`); `serving_default` is `sentiment`
     model_float32.tflite       text in, tf-text custom ops
     model_int8.tflite          text in, dynamic-range int8 weights
     model_float16.tflite       text in, float16 weights (only with float16=True)
@@ -122,7 +123,8 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
     saved_model_dir = out_dir / SAVED_MODEL_DIR
     if saved_model_dir.exists():
         shutil.rmtree(saved_model_dir)
-    for name, *_ in TFLITE_KINDS.values():
+    # A failed export must not leave the previous export's manifest behind.
+    for name in [MANIFEST] + [name for name, *_ in TFLITE_KINDS.values()]:
         (out_dir / name).unlink(missing_ok=True)
 
     t = time.perf_counter()
