@@ -5,8 +5,8 @@ Usage:
         [--text-a "..."] [--text-b "..."] [--json latency.json]
 
 Times one `similarity` call on a single pair, tokenisation included, for:
-  - TFLite float32 / int8 (and float16 if exported) text-in files on the
-    ai-edge-litert runtime, at each `--threads` count;
+  - TFLite float32 / int8 (and float16 if exported) text-in files through
+    `SimilarityScorer.score` (ai-edge-litert runtime), at each `--threads` count;
   - the SavedModel's `similarity` signature (TensorFlow, its default threads);
   - Keras: the members' similarity sub-models called eagerly on the
     tokenizer's output trimmed to the pair's length (the same work as the
@@ -69,11 +69,9 @@ def _time_interleaved(cases, rounds, warmup):
 
 def _tflite_case(path, threads, text_a, text_b):
     from export.similarity_scorer import SimilarityScorer
+    # The scorer's public call: what an application pays, Python included.
     scorer = SimilarityScorer(path, num_threads=threads)
-    runner = scorer._runner  # the bare call: no Python-side batching or sorting
-    a = np.array([text_a.encode()], dtype=object)
-    b = np.array([text_b.encode()], dtype=object)
-    return lambda: runner(text_a=a, text_b=b)["score"]
+    return lambda: [scorer.score(text_a, text_b)]
 
 
 def _saved_model_case(path, text_a, text_b):

@@ -58,6 +58,15 @@ class SimilarityScorer:
         self._runner = signature_runner(self._interpreter, _SIGNATURE, self.model_path)
         self._has_truncated = "truncated" in details["outputs"]
         self.max_length = self._read_max_length()
+        self._allocated_batch = None
+        # The signature runner resizes the inputs and re-allocates the whole
+        # graph on every call, which for string inputs re-prepares every op
+        # (about 0.7 ms of a 3 ms MiniLM int8 pair). When the batch size is
+        # unchanged, setting the strings and invoking is enough: the graph's
+        # data-dependent tensors are resized during Invoke anyway. Uses the
+        # runner's private handles, so it falls back to the runner without them.
+        handles = ("_interpreter_wrapper", "_subgraph_index", "_inputs", "_outputs")
+        self._fast = all(hasattr(self._runner, h) for h in handles)
 
     def _read_max_length(self):
         # The export's manifest sits beside the model; the TFLite file itself
@@ -99,14 +108,27 @@ class SimilarityScorer:
         order = np.argsort([len(a) + len(b) for a, b in zip(texts_a, texts_b)], kind="stable")
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            out = self._runner(text_a=np.array([texts_a[i] for i in idx], dtype=object),
-                               text_b=np.array([texts_b[i] for i in idx], dtype=object))
+            out = self._invoke(np.array([texts_a[i] for i in idx], dtype=object),
+                               np.array([texts_b[i] for i in idx], dtype=object))
             scores[idx] = np.reshape(out["score"], -1)
             if self._has_truncated:
                 truncated[idx] = np.reshape(out["truncated"], -1) != 0
         if return_truncated:
             return scores, (truncated if self._has_truncated else None)
         return scores
+
+    def _invoke(self, text_a, text_b):
+        """One interpreter call on (B,) object arrays of UTF-8 bytes."""
+        if not self._fast or len(text_a) != self._allocated_batch:
+            out = self._runner(text_a=text_a, text_b=text_b)  # resizes and allocates
+            self._allocated_batch = len(text_a)
+            return out
+        runner = self._runner
+        wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
+        wrapper.SetTensor(runner._inputs["text_a"], text_a, subgraph)
+        wrapper.SetTensor(runner._inputs["text_b"], text_b, subgraph)
+        wrapper.Invoke(subgraph)
+        return {name: wrapper.GetTensor(index, subgraph) for name, index in runner._outputs}
 
     def __repr__(self):
         return (f"SimilarityScorer({str(self.model_path)!r}, num_threads={self.num_threads}, "

@@ -57,6 +57,21 @@ def test_score_and_batch_agree_and_keep_order(scorer):
     np.testing.assert_allclose(small.score_batch(a, b), batch, atol=1e-5)
 
 
+def test_calls_without_reallocation_match_the_signature_runner(scorer):
+    # The scorer skips the runner's per-call resize + allocate when the batch
+    # size repeats; varying string lengths must still give the runner's result.
+    assert scorer._fast, "ai-edge-litert changed its SignatureRunner internals"
+    slow = SimilarityScorer(scorer.model_path)
+    slow._fast = False
+    a, b = PAIRS
+    for x, y in list(zip(a, b)) + list(zip(b, a)):
+        assert scorer.score(x, y) == pytest.approx(slow.score(x, y), abs=1e-6)
+    pair_batches = [(a[:3], b[:3]), (a[3:6], b[3:6]), (a[:3], b[5:])]
+    for part_a, part_b in pair_batches:
+        np.testing.assert_allclose(scorer.score_batch(part_a, part_b),
+                                   slow.score_batch(part_a, part_b), atol=1e-6)
+
+
 def test_edge_inputs_score_without_crashing(scorer):
     scores, truncated = scorer.score_batch(EDGE_A, EDGE_B, return_truncated=True)
     assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 5))
