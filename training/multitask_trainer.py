@@ -215,14 +215,26 @@ class MultitaskTrainer:
 
         encoder_ids = {id(w) for w in self.model.backbone.trainable_variables}
 
-        def apply(grads):
+        def apply(grads, summed=False):
             # Variables the task does not reach (the tanh pooler under mean
             # pooling, say) get no gradient; leave them out of the update.
             pairs = [(g, w) for g, w in zip(grads, variables) if g is not None]
             for optimizer, in_encoder in ((self.optimizer, True), (self.head_optimizer, False)):
                 group = [(g, w) for g, w in pairs if (id(w) in encoder_ids) == in_encoder]
-                if group:
-                    optimizer.apply([g for g, _ in group], [w for _, w in group])
+                if not group:
+                    continue
+                group_grads = [g for g, _ in group]
+                if summed:
+                    # Mirrored: Keras clips by global norm before its own
+                    # all-reduce, i.e. each replica's part, which is not the
+                    # one-device update. Clip the all-reduced (global)
+                    # gradient here, as one device would, and hand Keras
+                    # equal shares of it, which its all-reduce sums back.
+                    if optimizer.global_clipnorm:
+                        group_grads, _ = tf.clip_by_global_norm(group_grads,
+                                                                optimizer.global_clipnorm)
+                    group_grads = [_scale(g, 1.0 / replicas) for g in group_grads]
+                optimizer.apply(group_grads, [w for _, w in group])
 
         if replicas == 1:
             def step(x, y):
@@ -235,22 +247,14 @@ class MultitaskTrainer:
         else:
             compiled = tf.function(gradients, jit_compile=jit, reduce_retracing=True)
 
-            clip = self.optimizer.global_clipnorm
-
             @tf.function(reduce_retracing=True)
             def fn(x, y):
                 def replica_step(x, y):
                     loss, grads = compiled(x, y)
-                    # Keras clips by global norm before its all-reduce, i.e.
-                    # each replica's part: not the one-device update. Clip the
-                    # summed gradient here and hand Keras equal shares of it,
-                    # which its all-reduce sums back (one all-reduce more).
-                    total = tf.distribute.get_replica_context().all_reduce(
-                        "SUM", [g for g in grads if g is not None])
-                    if clip:
-                        total, _ = tf.clip_by_global_norm(total, clip)
-                    shares = iter([_scale(g, 1.0 / replicas) for g in total])
-                    apply([None if g is None else next(shares) for g in grads])
+                    # One all-reduce more than Keras' own: see `apply`.
+                    total = iter(tf.distribute.get_replica_context().all_reduce(
+                        "SUM", [g for g in grads if g is not None]))
+                    apply([None if g is None else next(total) for g in grads], summed=True)
                     return loss
                 per_replica = self.strategy.run(replica_step, args=(x, y))
                 return self.strategy.reduce("MEAN", per_replica, axis=None)
