@@ -1,0 +1,155 @@
+"""training.keras_fit: model.fit(jit_compile=True) on the tiny config lowers the loss;
+InfoNCE is refused clearly; the Keras STS loss is the custom loop's loss."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert import BertBackbone, BertConfig, BertTokenizer, MultitaskBert
+from training import keras_fit
+from training.losses import thresholded_similarity_bce
+from training.readers import PairData, SentenceData
+from training.variants import get_variant
+
+SENTIMENT = ["awful", "bad", "okay", "good", "great"]  # label = index
+TOPICS = ["cat", "dog", "car", "tree", "house", "river", "music", "food", "city", "book"]
+FILLERS = ["the", "film", "was", "a", "story", "very"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + SENTIMENT + TOPICS + FILLERS
+BATCH, LENGTH = 8, 12
+LENGTHS = {"sentiment": LENGTH, "paraphrase": LENGTH, "similarity": LENGTH}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer(VOCAB)
+
+
+@pytest.fixture(scope="module")
+def task_data():
+    """Learnable toy data: the sentiment word is the label; pairs share m topic words."""
+    rng = np.random.default_rng(0)
+    n = 48
+    labels = rng.integers(0, 5, n)
+    sst = SentenceData([f"s{i}" for i in range(n)],
+                       [" ".join(rng.permutation([SENTIMENT[y]] + list(rng.choice(FILLERS, 3))))
+                        for y in labels], labels.astype(np.int32), "toy-sst")
+    texts_a, texts_b, shared = [], [], []
+    for i in range(n):
+        m = int(rng.integers(0, 4))
+        words = list(rng.choice(TOPICS, size=6 - m, replace=False))
+        texts_a.append(" ".join(words[:3]))
+        texts_b.append(" ".join(words[:m] + words[3:]))
+        shared.append(m)
+    shared = np.array(shared)
+    ids = [f"p{i}" for i in range(n)]
+    quora = PairData(ids, texts_a, texts_b, (shared >= 2).astype(np.float32), "toy-quora")
+    sts = PairData(ids, texts_a, texts_b, (shared * 5 / 3).astype(np.float32), "toy-sts")
+    return {"sst": sst, "quora": quora, "sts": sts}
+
+
+def tiny_model(variant):
+    keras.utils.set_random_seed(0)
+    config = BertConfig.tiny(vocabulary_size=len(VOCAB), dropout=0.0, attention_dropout=0.0)
+    return MultitaskBert(BertBackbone.from_bert_config(config), dropout=0.0,
+                         **get_variant(variant).model_kwargs())
+
+
+def total_loss(model, x, y):
+    """The compiled loss on one batch, in inference mode (no optimizer step)."""
+    out = model(x, training=False)
+    return float(model.compute_loss(x, y, out))
+
+
+@pytest.mark.parametrize("variant", ["bm", "dps_mse"])
+def test_fit_with_xla_lowers_the_loss(variant, task_data, tokenizer):
+    model = tiny_model(variant)
+    # A high rate: the tiny post-LN encoder sits on a plateau for a while first.
+    keras_fit.compile_multitask(model, variant, lr=1e-2)
+    assert model.jit_compile is True  # True, not "auto" (which is off on CPU)
+    dataset, steps = keras_fit.make_fit_dataset(task_data, tokenizer, batch_size=BATCH,
+                                                lengths=LENGTHS, seed=0)
+    assert steps == len(task_data["sst"]) // BATCH
+    x, y = next(iter(dataset))
+    assert {k: v.shape.as_list() for k, v in x["paraphrase"]["a"].items()} == {
+        k: [BATCH, LENGTH] for k in ("token_ids", "segment_ids", "padding_mask")}
+    assert sorted(y) == ["paraphrase", "sentiment", "similarity"]
+    before = total_loss(model, x, y)
+    # Steps are cheap (~40 ms); the one XLA compile is what this test pays for.
+    history = model.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0)
+    after = total_loss(model, x, y)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert after < 0.85 * before, (before, after)
+    for output in ("sentiment", "paraphrase", "similarity"):
+        assert f"{output}_loss" in history.history
+    # Every element has one static shape per task, so XLA compiles the step once.
+    assert all(spec.shape.is_fully_defined() for spec in tf.nest.flatten(dataset.element_spec))
+
+
+def test_single_task_sentiment_fit(task_data, tokenizer):
+    model = tiny_model("dps_mse")
+    sentiment = keras_fit.compile_task(model, "sentiment", "dps_mse", lr=1e-2)
+    assert sentiment is model.task_model("sentiment") and sentiment.jit_compile is True
+    dataset, steps = keras_fit.make_task_dataset(task_data["sst"], tokenizer, batch_size=BATCH,
+                                                 length=LENGTH, seed=0)
+    history = sentiment.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    dev, n = keras_fit.make_task_eval_dataset(task_data["sst"].take(20), tokenizer,
+                                              batch_size=BATCH, length=LENGTH)
+    assert n == 3  # 20 rows: two full batches and one with 4 weight-0 padding rows
+    results = sentiment.evaluate(dev, return_dict=True, verbose=0)
+    predicted = np.argmax(sentiment.predict(
+        tokenizer(task_data["sst"].take(20).texts, max_length=LENGTH), verbose=0), -1)
+    expected = np.mean(predicted == task_data["sst"].labels[:20])
+    assert results["acc"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["infonce", "infonce_plus"])
+def test_infonce_cannot_be_compiled(variant):
+    model = tiny_model("dps_mse")
+    with pytest.raises(ValueError, match=r"InfoNCE.*python -m training\.run --variant " + variant):
+        keras_fit.compile_multitask(model, variant)
+
+
+def test_model_must_match_the_variant():
+    with pytest.raises(ValueError, match="similarity_head"):
+        keras_fit.compile_multitask(tiny_model("bm"), "dps_mse")
+
+
+def test_needs_all_three_tasks(task_data, tokenizer):
+    with pytest.raises(ValueError, match="missing"):
+        keras_fit.make_fit_dataset({"sst": task_data["sst"]}, tokenizer, batch_size=BATCH)
+
+
+def test_thresholded_loss_equals_the_custom_loops():
+    rng = np.random.default_rng(0)
+    scores = tf.constant(rng.uniform(0, 5, 64).astype(np.float32))
+    labels = tf.constant(rng.choice([0.0, 1.2, 2.5, 2.6, 4.0, 5.0], 64).astype(np.float32))
+    weight = tf.constant((rng.uniform(size=64) > 0.3).astype(np.float32))
+    loss = keras_fit.ThresholdedSimilarityBCE()
+    np.testing.assert_allclose(float(loss(labels, scores)),
+                               float(thresholded_similarity_bce(scores, labels)), rtol=1e-6)
+    np.testing.assert_allclose(float(loss(labels, scores, sample_weight=weight)),
+                               float(thresholded_similarity_bce(scores, labels, weight)),
+                               rtol=1e-6)
+    # The same under XLA, and as a (2-D) batch of column labels.
+    compiled = tf.function(lambda y, s: loss(y[:, None], s), jit_compile=True)
+    np.testing.assert_allclose(float(compiled(labels, scores)),
+                               float(thresholded_similarity_bce(scores, labels)), rtol=1e-6)
+    # It survives a config round trip (registered).
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, keras_fit.ThresholdedSimilarityBCE)
+
+
+def test_streaming_pearson_is_the_dev_set_pearson():
+    rng = np.random.default_rng(1)
+    labels = rng.uniform(0, 5, 50).astype(np.float32)
+    scores = (labels + rng.normal(0, 1.5, 50)).astype(np.float32)
+    metric = keras_fit.StreamingPearson()
+    for i in range(0, 50, 16):  # uneven batches; padding rows with weight 0
+        pad = 16 - len(labels[i:i + 16])
+        metric.update_state(np.pad(labels[i:i + 16], (0, pad)), np.pad(scores[i:i + 16], (0, pad)),
+                            sample_weight=np.pad(np.ones(16 - pad), (0, pad)))
+    assert float(metric.result()) == pytest.approx(np.corrcoef(labels, scores)[0, 1], abs=1e-5)

@@ -1,0 +1,504 @@
+"""Train `MultitaskBert` with plain `model.compile` / `model.fit`.
+
+The custom loop in `training.multitask_trainer` trains one task per step and
+supports every variant. This module is the Keras-native alternative for the
+variants whose losses are functions of the model's *outputs*: the functional
+`MultitaskBert` is compiled with one loss per output and trained with
+`model.fit(jit_compile=True)`, each step running all three tasks on one batch
+each (the summed loss, i.e. "multitask" in the gradient sense).
+
+* `compile_multitask(model, variant)`: per-output losses and metrics, AdamW
+  (no decay on LayerNorm / biases, global-norm clipping), XLA.
+* `make_fit_dataset(data, tokenizer)`: SST, Quora and STS zipped into one
+  `(x, y)` per step, each task at one fixed length so XLA compiles one program;
+  every task is an endless stream of seeded epochs, so smaller tasks repeat.
+* `compile_task(model, "sentiment")` + `make_task_dataset(sst, tokenizer)`:
+  the single-task option (fit only the sentiment sub-model on SST).
+* `make_task_eval_dataset(dev, tokenizer)`: every dev example once, as
+  `(x, y, weight)` for `Model.evaluate` (padding rows have weight 0).
+
+InfoNCE variants (`infonce`, `infonce_plus`) need the sentence vectors and
+in-batch negatives, not just the outputs: train those with
+`python -m training.run`.
+
+Example (the whole multitask fit)::
+
+    import kerasbert
+    from training.keras_fit import compile_multitask, make_fit_dataset
+    from training.readers import load_split
+    from training.variants import get_variant
+
+    backbone, tokenizer = kerasbert.from_pretrained()
+    model = kerasbert.MultitaskBert(backbone, **get_variant("dps_mse").model_kwargs())
+    data = {t: load_split(t, "train", "../shared/data") for t in ("sst", "quora", "sts")}
+    ds, steps = make_fit_dataset(data, tokenizer, batch_size=32, seed=0)
+    compile_multitask(model, "dps_mse", total_steps=3 * steps)
+    history = model.fit(ds, steps_per_epoch=steps, epochs=3)
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import losses as task_losses
+from training.readers import PairData, SentenceData
+from training.pipelines import make_eval_dataset
+from training.variants import TASK_OUTPUT, Variant, get_variant
+from training.warmup_linear_decay import WarmupLinearDecay
+
+OUTPUTS = ("sentiment", "paraphrase", "similarity")
+# Dataset names accepted for each output (the trainer's names), and back.
+_DATASET_OF = {"sentiment": ("sst", "cfimdb"), "paraphrase": ("quora",), "similarity": ("sts",)}
+# Fixed sequence length per output. "bi" pads each sentence alone: 64 keeps
+# 99.9% of SST, 99.8% of Quora and 99.98% of STS sentences whole (train sets);
+# "cross" packs both sentences: 128 keeps 99.96% / 100% of Quora / STS pairs.
+DEFAULT_LENGTHS = {"bi": {"sentiment": 64, "paraphrase": 64, "similarity": 64},
+                   "cross": {"sentiment": 64, "paraphrase": 128, "similarity": 128}}
+
+_RUN_HINT = "python -m training.run --variant {name}"
+
+
+# --------------------------------------------------------------- losses
+@keras.saving.register_keras_serializable(package="kerasbert")
+class ThresholdedSimilarityBCE(keras.losses.Loss):
+    """The paper's BM STS loss as a Keras loss: BCE of `score / 5` against `label > 2.5`.
+
+    A thin wrapper: the value *is* `training.losses.thresholded_similarity_bce`
+    (so the two training paths share one definition), including its
+    weighting: with a sample weight it is `sum(w * loss) / max(sum(w), 1)`,
+    so weight-0 padding rows do not count. The reduction is therefore always
+    that mean.
+
+    (Not `tf.vectorized_map` over the function to get per-example values:
+    its batched ops need their inputs as compile-time constants, which made
+    XLA recompile the whole train step on every step.)
+
+    Example:
+    >>> loss = ThresholdedSimilarityBCE()
+    >>> round(float(loss([4.0, 1.0], [2.5, 2.5])), 4)  # p = 0.5 either way: log 2
+    0.6931
+    """
+
+    def __init__(self, name="thresholded_similarity_bce", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with tf.name_scope(self.name):
+            return self.call(y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred, sample_weight=None):
+        # Flatten: Keras may hand (B, 1) labels against (B,) scores.
+        weight = None if sample_weight is None else tf.reshape(sample_weight, [-1])
+        return task_losses.thresholded_similarity_bce(
+            tf.reshape(y_pred, [-1]), tf.reshape(y_true, [-1]), weight)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class StreamingPearson(keras.metrics.Metric):
+    """Pearson r between predictions and labels over every example seen.
+
+    Unlike `keras.metrics.PearsonCorrelation` (a mean of per-batch
+    correlations), this accumulates sums over the whole epoch, so it is the
+    CS224N STS metric (`np.corrcoef` over the dev set) when `evaluate` sees
+    each dev example once. Rows with sample weight 0 (padding) are ignored.
+
+    Example:
+    >>> m = StreamingPearson()
+    >>> m.update_state([1.0, 2.0], [1.0, 2.5]); m.update_state([3.0], [2.9])
+    >>> round(float(m.result()), 4)  # np.corrcoef([1, 2, 3], [1, 2.5, 2.9])[0, 1]
+    0.9484
+    """
+
+    _SUMS = ("n", "x", "y", "xx", "yy", "xy")
+
+    def __init__(self, name="pearson", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self._sums = [self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                                        name=f"sum_{k}") for k in self._SUMS]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        x = tf.reshape(tf.cast(y_pred, tf.float32), [-1])
+        w = (tf.ones_like(x) if sample_weight is None
+             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        for var, value in zip(self._sums, (w, w * x, w * y, w * x * x, w * y * y, w * x * y)):
+            var.assign_add(tf.reduce_sum(value))
+
+    def result(self):
+        n, sx, sy, sxx, syy, sxy = (tf.maximum(s, 0.0) if k in ("n", "xx", "yy") else s
+                                    for k, s in zip(self._SUMS, self._sums))
+        n = tf.maximum(n, 1.0)
+        cov = sxy / n - (sx / n) * (sy / n)
+        var_x = tf.maximum(sxx / n - tf.square(sx / n), 0.0)
+        var_y = tf.maximum(syy / n - tf.square(sy / n), 0.0)
+        # A constant prediction has no correlation: 0, as training.metrics says.
+        return tf.math.divide_no_nan(cov, tf.sqrt(var_x * var_y))
+
+    def reset_state(self):
+        for var in self._sums:
+            var.assign(0.0)
+
+
+def _check_variant(variant):
+    variant = get_variant(variant) if isinstance(variant, str) else variant
+    if not isinstance(variant, Variant):
+        raise TypeError(f"variant must be a name or a training.variants.Variant, got {variant!r}")
+    if variant.similarity_loss == "infonce" or variant.quora_positives:
+        raise ValueError(
+            f"variant {variant.name!r} trains with InfoNCE, a contrastive loss on the sentence "
+            "vectors with in-batch negatives; it cannot be written as a loss on the model's "
+            "outputs, so model.fit cannot train it. Use the custom loop: "
+            + _RUN_HINT.format(name=variant.name))
+    return variant
+
+
+def task_losses_and_metrics(variant):
+    """`(losses, metrics)`: dicts keyed by output name for `variant`.
+
+    Sentiment: sparse softmax cross-entropy on logits, accuracy. Paraphrase:
+    BCE on the logit, accuracy (logit > 0). Similarity: MSE (`mse`) or
+    `ThresholdedSimilarityBCE` (`bce_threshold`), Pearson r and MAE.
+    Raises `ValueError` for InfoNCE variants (see `compile_multitask`).
+    """
+    variant = _check_variant(variant)
+    similarity = {"mse": keras.losses.MeanSquaredError(name="mse"),
+                  "bce_threshold": ThresholdedSimilarityBCE()}[variant.similarity_loss]
+    losses = {
+        "sentiment": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "paraphrase": keras.losses.BinaryCrossentropy(from_logits=True),
+        "similarity": similarity,
+    }
+    metrics = {
+        "sentiment": [keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        # The output is a logit: > 0 means p > 0.5.
+        "paraphrase": [keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
+        "similarity": [StreamingPearson(name="pearson"),
+                       keras.metrics.MeanAbsoluteError(name="mae")],
+    }
+    return losses, metrics
+
+
+def make_optimizer(lr, *, total_steps=None, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0):
+    """AdamW as the custom loop builds it: BERT's decay exclusions, global-norm clipping.
+
+    Args:
+        lr: peak learning rate.
+        total_steps: when given, warm-up over `warmup_ratio * total_steps`
+            then linear decay to 0 (`WarmupLinearDecay`); else a constant `lr`.
+        warmup_ratio, weight_decay, clip_norm: as in `TrainConfig`.
+
+    Example:
+    >>> opt = make_optimizer(5e-5, total_steps=100)
+    >>> round(float(opt.learning_rate), 8)  # step 0 of the warm-up
+    0.0
+    """
+    schedule = (WarmupLinearDecay(lr, int(warmup_ratio * total_steps), total_steps)
+                if total_steps else lr)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay,
+                                       global_clipnorm=clip_norm)
+    # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, total_steps=None,
+                      loss_weights=None, jit_compile=True, **compile_kwargs):
+    """Compiles a `MultitaskBert` for `model.fit` with one loss and metrics per output.
+
+    Args:
+        model: a `kerasbert.MultitaskBert` built with `variant.model_kwargs()`.
+        variant: a `training.variants.Variant` or its name. Its
+            `similarity_loss` picks the STS loss: `mse` -> MSE on the 0-5
+            score, `bce_threshold` -> `ThresholdedSimilarityBCE`; `infonce`
+            raises `ValueError` (use `python -m training.run`).
+        optimizer: a Keras optimizer; default `make_optimizer(lr, total_steps=...)`.
+        lr: peak learning rate for the default optimizer (default `variant.lr`).
+        total_steps: steps of the whole fit, for warm-up + linear decay
+            (default: constant `lr`).
+        loss_weights: optional `{output: weight}`; default 1 each (the summed
+            loss the paper's round-robin also optimises, one task at a time).
+        jit_compile: XLA-compile the train/eval steps. Pass `True`, not
+            `"auto"`: Keras' "auto" turns XLA off on CPU.
+        **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
+
+    Returns:
+        The model, compiled.
+
+    Example:
+    >>> from kerasbert import BertBackbone, BertConfig, MultitaskBert
+    >>> v = get_variant("dps_mse")
+    >>> model = MultitaskBert(BertBackbone.from_bert_config(BertConfig.tiny()), **v.model_kwargs())
+    >>> compile_multitask(model, v).jit_compile
+    True
+    >>> compile_multitask(model, "infonce")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: variant 'infonce' trains with InfoNCE, ...
+    """
+    variant = _check_variant(variant)
+    if set(variant.tasks) <= set(_DATASET_OF["sentiment"]):
+        raise ValueError(f"variant {variant.name!r} trains sentiment only: use "
+                         "compile_task(model, 'sentiment', variant) and make_task_dataset")
+    _check_layout(model, variant)
+    losses, metrics = task_losses_and_metrics(variant)
+    if variant.frozen_encoder:
+        model.backbone.trainable = False
+    optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
+                                            total_steps=total_steps)
+    # weighted_metrics, not metrics: Keras applies sample weights only to
+    # those, and the eval datasets mark their padding rows with weight 0.
+    model.compile(optimizer=optimizer, loss=losses, weighted_metrics=metrics,
+                  loss_weights=loss_weights, jit_compile=jit_compile, **compile_kwargs)
+    return model
+
+
+def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=None, *,
+                 total_steps=None, jit_compile=True, **compile_kwargs):
+    """Compiles one task's sub-model (`model.task_model(task)`) for fit/evaluate.
+
+    The sub-model shares its weights with `model`, so fitting it trains the
+    shared encoder and that task's head (the single-task option, e.g. the
+    sentiment classifier on SST). It gets its own optimizer.
+
+    Args:
+        model: a `kerasbert.MultitaskBert`.
+        task: `"sentiment"`, `"paraphrase"` or `"similarity"`.
+        variant, optimizer, lr, total_steps, jit_compile, **compile_kwargs:
+            as in `compile_multitask`.
+
+    Returns:
+        The compiled sub-model; feed it `make_task_dataset(...)` batches.
+
+    Example:
+    >>> from kerasbert import BertBackbone, BertConfig, MultitaskBert
+    >>> model = MultitaskBert(BertBackbone.from_bert_config(BertConfig.tiny()))
+    >>> compile_task(model, "sentiment", "bm").name
+    'sentiment_model'
+    """
+    if task not in OUTPUTS:
+        raise ValueError(f"task must be one of {OUTPUTS}, got {task!r}")
+    variant = get_variant(variant) if isinstance(variant, str) else variant
+    # InfoNCE concerns STS (and Quora with quora_positives) only.
+    if task == "sentiment":
+        variant = variant.replace(similarity_loss="mse", quora_positives=False)
+    elif task == "paraphrase":
+        variant = variant.replace(similarity_loss="mse")
+    losses, metrics = task_losses_and_metrics(variant)
+    if variant.frozen_encoder:
+        model.backbone.trainable = False
+    submodel = model.task_model(task)
+    optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
+                                            total_steps=total_steps)
+    submodel.compile(optimizer=optimizer, loss=losses[task], weighted_metrics=metrics[task],
+                     jit_compile=jit_compile, **compile_kwargs)
+    return submodel
+
+
+def _check_layout(model, variant):
+    built = {k: getattr(model, k, None) for k in variant.model_kwargs()}
+    wanted = variant.model_kwargs()
+    differ = sorted(k for k in wanted if k in built and built[k] != wanted[k])
+    if differ:
+        raise ValueError(
+            f"the model was not built for variant {variant.name!r} ({', '.join(differ)} differ); "
+            f"build it as MultitaskBert(backbone, **get_variant({variant.name!r}).model_kwargs())")
+
+
+# ------------------------------------------------------------------ data
+def _output_of(key):
+    if key in OUTPUTS:
+        return key
+    if key in TASK_OUTPUT:
+        return TASK_OUTPUT[key]
+    raise ValueError(f"unknown task {key!r}; use {OUTPUTS} or {tuple(TASK_OUTPUT)}")
+
+
+def epoch_batches(num_examples, batch_size, seed, epoch, stream=0):
+    """Row indices of one shuffled epoch, int32 `(num_batches, batch_size)`; the remainder sits out.
+
+    A stateless shuffle seeded by `(seed, 3 * epoch + stream)`, so it is
+    deterministic, runs inside `tf.data` without Python, and `stream` keeps
+    the tasks' shuffles independent.
+
+    >>> rows = epoch_batches(5, 2, seed=0, epoch=0)
+    >>> tuple(rows.shape), len(set(rows.numpy().ravel()))
+    ((2, 2), 4)
+    """
+    full = num_examples // batch_size * batch_size
+    key = tf.stack([tf.cast(seed, tf.int64),
+                    tf.cast(epoch, tf.int64) * len(OUTPUTS) + tf.cast(stream, tf.int64)])
+    order = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int32), key)
+    return tf.reshape(order[:full], (-1, batch_size))
+
+
+def _index_stream(num_examples, batch_size, seed, stream):
+    """Endless `(batch_size,)` index rows: epoch 0, 1, 2, ... each freshly shuffled."""
+    return tf.data.Dataset.counter().flat_map(
+        lambda epoch: tf.data.Dataset.from_tensor_slices(
+            epoch_batches(num_examples, batch_size, seed, epoch, stream)))
+
+
+def _tokenize_fn(data, tokenizer, length, pair_encoding):
+    """`indices -> (x, y)` for one task at one fixed length (static shapes)."""
+    if isinstance(data, PairData):
+        texts = (tf.constant(data.texts_a), tf.constant(data.texts_b))
+        labels = tf.constant(data.labels, tf.float32)
+    elif isinstance(data, SentenceData):
+        texts, labels = (tf.constant(data.texts),), tf.constant(data.labels, tf.int32)
+    else:
+        raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
+
+    def fixed(encoded, batch):
+        return {k: tf.ensure_shape(v, (batch, length)) for k, v in encoded.items()}
+
+    def fn(rows):
+        batch = rows.shape[0]
+        parts = [tf.gather(t, rows) for t in texts]
+        if len(parts) == 1:
+            x = fixed(tokenizer(parts[0], max_length=length), batch)
+        elif pair_encoding == "bi":
+            x = {"a": fixed(tokenizer(parts[0], max_length=length), batch),
+                 "b": fixed(tokenizer(parts[1], max_length=length), batch)}
+        else:
+            x = {"pair": fixed(tokenizer(parts[0], parts[1], max_length=length), batch)}
+        return x, tf.gather(labels, rows)
+
+    return fn
+
+
+def _task_stream(data, tokenizer, batch_size, length, seed, stream, pair_encoding):
+    if not data.labeled:
+        raise ValueError(f"{data.source}: cannot train on unlabeled data")
+    if len(data) < batch_size:
+        raise ValueError(f"{data.source}: {len(data)} examples make no batch of {batch_size}")
+    fn = _tokenize_fn(data, tokenizer, length, pair_encoding)
+    return (_index_stream(len(data), batch_size, seed, stream)
+            .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def make_fit_dataset(data, tokenizer, *, batch_size=32, lengths=None, seed=0,
+                     pair_encoding="bi", steps_per_epoch="max"):
+    """The three tasks zipped into one `(x, y)` per step, for `compile_multitask` models.
+
+    Each task is an endless stream of epochs, each reshuffled from
+    `(seed, epoch, task)`; every batch is full (an epoch's remainder sits
+    out). A step takes the next batch of every task, so smaller tasks repeat
+    within a Keras epoch. Each task has one fixed length, longer examples
+    are truncated: one shape per task, so XLA compiles the step once.
+
+    Args:
+        data: `{task: data}` for the three tasks, keyed by dataset
+            (`"sst"`, `"quora"`, `"sts"`) or output name (`"sentiment"`,
+            ...); values are `training.readers` `SentenceData` / `PairData`.
+        tokenizer: a `kerasbert.BertTokenizer`.
+        batch_size: rows per task per step.
+        lengths: `{output: length}` overriding `DEFAULT_LENGTHS[pair_encoding]`.
+        seed: fixes every task's shuffles.
+        pair_encoding: `"bi"` or `"cross"`, as the model was built.
+        steps_per_epoch: `"max"` (the largest task is seen once per Keras
+            epoch), `"min"` (the smallest is) or an int.
+
+    Returns:
+        `(dataset, steps_per_epoch)`: pass both to `model.fit(dataset,
+        steps_per_epoch=steps_per_epoch, epochs=...)`. The dataset is
+        infinite; Keras keeps iterating it across epochs. `x` is
+        `{"sentiment": {...}, "paraphrase": {"a", "b"} or {"pair"},
+        "similarity": ...}` of int32 (B, L) tensors, `y` is `{"sentiment":
+        int32 (B,), "paraphrase": float32 (B,), "similarity": float32 (B,)}`.
+
+    Example::
+
+        ds, steps = make_fit_dataset({"sst": sst, "quora": quora, "sts": sts}, tokenizer)
+        model.fit(ds, steps_per_epoch=steps, epochs=3)
+    """
+    if pair_encoding not in ("bi", "cross"):
+        raise ValueError(f"pair_encoding must be 'bi' or 'cross', got {pair_encoding!r}")
+    by_output = {}
+    for key, value in data.items():
+        output = _output_of(key)
+        if output in by_output:
+            raise ValueError(f"two datasets for output {output!r}")
+        by_output[output] = value
+    missing = [o for o in OUTPUTS if o not in by_output]
+    if missing:
+        raise ValueError(f"make_fit_dataset needs all three tasks; missing {missing}. For one "
+                         "task use compile_task + make_task_dataset")
+    lengths = {**DEFAULT_LENGTHS[pair_encoding], **(lengths or {})}
+    streams, counts = {}, {}
+    for stream, output in enumerate(OUTPUTS):
+        task_data = by_output[output]
+        counts[output] = len(task_data) // batch_size
+        streams[output] = _task_stream(task_data, tokenizer, batch_size, lengths[output], seed,
+                                       stream, pair_encoding)
+    dataset = tf.data.Dataset.zip(streams).map(
+        lambda parts: ({o: parts[o][0] for o in OUTPUTS}, {o: parts[o][1] for o in OUTPUTS}))
+    return dataset.prefetch(tf.data.AUTOTUNE), _steps(steps_per_epoch, counts)
+
+
+def make_task_dataset(data, tokenizer, *, batch_size=32, length=None, seed=0,
+                      pair_encoding="bi", steps_per_epoch=None):
+    """One task's training batches for a `compile_task` sub-model.
+
+    Args:
+        data: `SentenceData` (sentiment) or `PairData` (paraphrase/similarity).
+        tokenizer: a `kerasbert.BertTokenizer`.
+        batch_size: rows per step.
+        length: the fixed sequence length (default from `DEFAULT_LENGTHS`).
+        seed: fixes the shuffles (epoch e is shuffled from `(seed, e)`).
+        pair_encoding: for pairs, `"bi"` or `"cross"`.
+        steps_per_epoch: default: one pass over `data` per Keras epoch.
+
+    Returns:
+        `(endless dataset of (x, y), steps_per_epoch)`.
+
+    Example::
+
+        ds, steps = make_task_dataset(sst_train.take(320), tokenizer, seed=0)
+        compile_task(model, "sentiment").fit(ds, steps_per_epoch=steps, epochs=2)
+    """
+    output = "sentiment" if isinstance(data, SentenceData) else None
+    if length is None:
+        if output is None:
+            raise ValueError("pass length= for pair data (e.g. 64 bi-encoded, 128 cross)")
+        length = DEFAULT_LENGTHS[pair_encoding][output]
+    dataset = _task_stream(data, tokenizer, batch_size, length, seed, 0, pair_encoding)
+    return dataset.prefetch(tf.data.AUTOTUNE), int(steps_per_epoch or len(data) // batch_size)
+
+
+def make_task_eval_dataset(data, tokenizer, *, batch_size=64, length=64, pair_encoding="bi"):
+    """Every example of `data` once, as `(x, y, weight)` for `Model.evaluate`.
+
+    One fixed `length` (one XLA program); the last batch is filled with
+    weight-0 rows, so weighted metrics count each example exactly once.
+
+    Returns:
+        `(dataset, number of batches)`.
+
+    Example::
+
+        dev, _ = make_task_eval_dataset(sst_dev, tokenizer)
+        compile_task(model, "sentiment").evaluate(dev, return_dict=True)  # {"acc": ...}
+    """
+    dataset, steps = make_eval_dataset(data, tokenizer, batch_size=batch_size, buckets=(length,),
+                                       max_length=length, pair_encoding=pair_encoding)
+    return dataset.map(lambda x, y, weight, index: (x, y, weight)), steps
+
+
+def _steps(steps_per_epoch, counts):
+    if steps_per_epoch == "max":
+        return max(counts.values())
+    if steps_per_epoch == "min":
+        return min(counts.values())
+    if isinstance(steps_per_epoch, (int, np.integer)) and steps_per_epoch > 0:
+        return int(steps_per_epoch)
+    raise ValueError(f"steps_per_epoch must be 'max', 'min' or a positive int, "
+                     f"got {steps_per_epoch!r}")
+
+
+__all__ = ["DEFAULT_LENGTHS", "StreamingPearson", "ThresholdedSimilarityBCE", "compile_multitask",
+           "compile_task", "epoch_batches", "make_fit_dataset", "make_optimizer",
+           "make_task_dataset", "make_task_eval_dataset", "task_losses_and_metrics"]
