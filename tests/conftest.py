@@ -43,3 +43,26 @@ def sst_dev_sentences(data_dir):
 def sts_dev_pairs(data_dir):
     """Every (sentence1, sentence2) pair of sts-dev.csv, in file order."""
     return _read_tsv(data_dir / "sts-dev.csv", ["sentence1", "sentence2"])
+
+
+# ---- tiny training folders (tests/tiny_setup.py), shared by the training tests ----
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An HF-format tiny BERT folder over tiny_setup.VOCAB (dropout 0.1)."""
+    from tiny_setup import make_model_folder
+    return make_model_folder(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_no_dropout(tmp_path_factory):
+    """The same tiny BERT with encoder dropout 0 (for exact cross-device comparisons)."""
+    from tiny_setup import make_model_folder
+    return make_model_folder(tmp_path_factory.mktemp("tiny_model_nodrop"), dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """CS224N-format SST / Quora / STS files with a learnable signal (tiny_setup)."""
+    from tiny_setup import make_data_folder
+    return make_data_folder(tmp_path_factory.mktemp("tiny_data"))

@@ -1,0 +1,77 @@
+"""training.metrics against scipy / scikit-learn and by hand."""
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.metrics import accuracy_score
+
+from training.metrics import METRIC_NAMES, overall_scores, predicted_labels, task_metric
+
+
+def test_metric_names():
+    assert METRIC_NAMES == {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc",
+                            "sts": "sts_pearson"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sts_pearson_matches_scipy(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.uniform(0, 5, size=50)
+    predictions = labels + rng.normal(scale=1.5, size=50)
+    got = task_metric("sts", predictions, labels)
+    assert got == pytest.approx(pearsonr(predictions, labels)[0], abs=1e-12)
+    assert task_metric("sts", -predictions, labels) == pytest.approx(-got, abs=1e-12)
+
+
+def test_sts_constant_prediction_is_zero():
+    assert task_metric("sts", np.full(5, 2.0), np.arange(5.0)) == 0.0
+    assert task_metric("sts", np.arange(5.0), np.full(5, 2.0)) == 0.0
+
+
+@pytest.mark.parametrize("task", ["sst", "quora", "cfimdb"])
+def test_accuracy_matches_sklearn(task):
+    rng = np.random.default_rng(7)
+    classes = 5 if task == "sst" else 2
+    labels = rng.integers(classes, size=40)
+    predictions = np.where(rng.uniform(size=40) < 0.6, labels, rng.integers(classes, size=40))
+    # Labels as the readers give them: int32 for SST, float32 0.0/1.0 for Quora.
+    file_labels = labels.astype(np.float32 if task == "quora" else np.int32)
+    got = task_metric(task, predictions, file_labels)
+    assert got == pytest.approx(accuracy_score(labels, predictions), abs=1e-12)
+    assert 0.3 < got < 1.0
+
+
+def test_metric_length_mismatch_raises():
+    with pytest.raises(ValueError, match="sst: 3 predictions for 4 labels"):
+        task_metric("sst", [0, 1, 2], [0, 1, 2, 3])
+
+
+def test_overall_scores_by_hand():
+    metrics = {"sst_acc": 0.5, "quora_acc": 0.8, "sts_pearson": 0.4}
+    out = overall_scores(metrics)
+    assert out["overall_mean"] == pytest.approx((0.5 + 0.8 + 0.4) / 3)
+    assert out["overall_cs224n"] == pytest.approx((0.5 + 0.8 + 0.7) / 3)
+    # A negative r maps below one half.
+    neg = overall_scores({"sst_acc": 0.5, "quora_acc": 0.5, "sts_pearson": -1.0})
+    assert neg["overall_cs224n"] == pytest.approx(1.0 / 3)
+    assert neg["overall_mean"] == pytest.approx(0.0)
+
+
+def test_overall_scores_partial():
+    # The classifier variant only has sst: no CS224N score, the mean is sst.
+    assert overall_scores({"sst_acc": 0.42}) == {"overall_mean": pytest.approx(0.42)}
+    assert overall_scores({"sst_acc": 0.4, "sts_pearson": 0.2}) == {
+        "overall_mean": pytest.approx(0.3)}
+    assert overall_scores({"cfimdb_acc": 0.9}) == {}
+
+
+def test_predicted_labels():
+    logits = np.array([[0.1, 2.0, 0.0, -1.0, 0.5], [3.0, 0.0, 0.0, 0.0, 0.0]])
+    sst = predicted_labels("sst", logits)
+    assert sst.tolist() == [1, 0] and sst.dtype == np.int64
+    assert predicted_labels("cfimdb", np.array([[0.0, 1.0], [1.0, -1.0]])).tolist() == [1, 0]
+    # Quora: a logit, > 0 is a duplicate; exactly 0 (p = 0.5) is not.
+    quora = predicted_labels("quora", np.array([0.3, -0.2, 0.0, 12.0]))
+    assert quora.tolist() == [1, 0, 0, 1] and quora.dtype == np.int64
+    sts = predicted_labels("sts", np.array([1.5, 4.25], np.float32))
+    assert sts.tolist() == [1.5, 4.25] and sts.dtype == np.float64
