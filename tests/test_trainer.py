@@ -1,0 +1,408 @@
+"""MultitaskTrainer and `python -m training.run` end to end on the tiny model and data.
+
+* One uninterrupted CLI run (A) is checked file by file.
+* The same run killed twice (`--kill-after-steps`: once in epoch 1, once in
+  epoch 2, neither on a checkpoint step) and resumed must end exactly like A.
+* Resume / new-run refusals, `--help` and a bad `--data-dir` go through
+  `training.run.main` in this process (no extra TensorFlow start-up).
+* The non-finite-loss guard, in process.
+* MirroredStrategy over two logical CPUs against one device, in a subprocess
+  (logical devices must be configured before TensorFlow initialises).
+
+The CLI runs use graph mode (`--jit off`, what "auto" picks on CPU); XLA steps
+are covered per variant in test_training_variants.py.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_setup import TINY_FLAGS, TINY_ROWS, VOCAB, tiny_config
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BATCH = 8
+STEPS_PER_EPOCH = 3 * (TINY_ROWS["train"] // BATCH)  # sst, quora, sts: 12 batches each
+EPOCHS = 2
+CHECKPOINT_EVERY = 3
+KILL_1 = 5  # epoch 1, last checkpoint at step 3
+KILL_2 = STEPS_PER_EPOCH + 7  # epoch 2, last checkpoint at step 42
+LR = "2e-3"  # high enough for the tiny random model to learn something in 2 epochs
+assert KILL_1 % CHECKPOINT_EVERY and KILL_2 % CHECKPOINT_EVERY
+
+
+def _cli(args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _state(out):
+    path = Path(out) / "checkpoints" / "latest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _metric_lines(out):
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _comparable(record):
+    """A metrics.jsonl record without its wall-clock fields."""
+    return {k: v for k, v in record.items() if k not in ("train_seconds", "eval_seconds")}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tiny_data_dir, tmp_path_factory):
+    """Run A (uninterrupted) beside run B (killed in epoch 1, resumed and killed
+    in epoch 2, resumed to the end); what each step left behind."""
+    base = tmp_path_factory.mktemp("runs")
+    common = ["--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--lr", LR,
+              *TINY_FLAGS]
+    a_out, b_out = base / "A", base / "B"
+    result = {"a_out": a_out, "b_out": b_out, "common": common}
+
+    def run_a():
+        result["a"] = _cli(common + ["--out", str(a_out)])
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        result["b1"] = _cli(common + ["--out", str(b_out), "--kill-after-steps", str(KILL_1)])
+        result["b1_state"] = _state(b_out)
+        result["b1_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
+        result["b1_metrics"] = _metric_lines(b_out)
+        result["b1_best"] = (b_out / "best.keras").exists()
+        result["b2"] = _cli(common + ["--out", str(b_out), "--resume",
+                                      "--kill-after-steps", str(KILL_2)])
+        result["b2_state"] = _state(b_out)
+        result["b2_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
+        result["b2_metrics"] = _metric_lines(b_out)
+        result["b3"] = _cli(common + ["--out", str(b_out), "--resume"])
+    finally:
+        thread.join()
+    return result
+
+
+def _ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+
+
+# ----------------------------------------------------------------- run folder
+def test_uninterrupted_run_folder(runs, tiny_data_dir):
+    import keras
+
+    import kerasbert
+    from training.predictions import read_predictions
+    from training.readers import load_split
+
+    _ok(runs["a"])
+    out = runs["a_out"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["variant"] == "dps_mse" and config["epochs"] == EPOCHS
+    assert config["lr_used"] == float(LR) and config["buckets"] == [16]
+    assert config["num_sentiment_classes"] == 5 and config["lowercase"] is True
+    assert config["variant_definition"]["name"] == "dps_mse"
+
+    lines = _metric_lines(out)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert [r["step"] for r in lines] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    for record in lines:
+        assert set(record["train_loss"]) == {"sst", "quora", "sts"}
+        assert set(record["dev"]) == {"sst_acc", "quora_acc", "sts_pearson",
+                                      "overall_mean", "overall_cs224n"}
+        dev = record["dev"]
+        assert dev["overall_cs224n"] == pytest.approx(
+            (dev["sst_acc"] + dev["quora_acc"] + (dev["sts_pearson"] + 1) / 2) / 3)
+    # The signal is learnable: every task's training loss falls from epoch 1 to 2.
+    for task in ("sst", "quora", "sts"):
+        assert lines[1]["train_loss"][task] < lines[0]["train_loss"][task], lines
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variant"] == "dps_mse" and summary["epochs"] == EPOCHS
+    best = max(lines, key=lambda r: r["dev"]["overall_cs224n"])
+    assert summary["best_epoch"] == best["epoch"]
+    # _finish reloads best.keras and re-scores dev: the best epoch's numbers.
+    assert summary["best"] == pytest.approx(best["dev"], abs=1e-12)
+
+    model = keras.saving.load_model(out / "best.keras")
+    assert isinstance(model, kerasbert.MultitaskBert) and model.similarity_head == "cosine"
+    assert (out / "vocab.txt").read_text().splitlines() == VOCAB
+
+    pred = out / "predictions"
+    dev = {t: load_split(t, "dev", tiny_data_dir) for t in ("sst", "quora", "sts")}
+    sst = read_predictions(pred / "sst-dev-output.csv")
+    para = read_predictions(pred / "para-dev-output.csv")
+    sts = read_predictions(pred / "sts-dev-output.csv")
+    for data, got in ((dev["sst"], sst), (dev["quora"], para), (dev["sts"], sts)):
+        assert list(got) == list(data.ids)
+    assert set(sst.values()) <= set(range(5)) and set(para.values()) <= {0.0, 1.0}
+    # The files hold the best model's predictions: they give its dev scores.
+    labels = dev["sst"].labels
+    assert np.mean([sst[i] == y for i, y in zip(dev["sst"].ids, labels)]) == pytest.approx(
+        summary["best"]["sst_acc"])
+    r = np.corrcoef([sts[i] for i in dev["sts"].ids], dev["sts"].labels)[0, 1]
+    assert r == pytest.approx(summary["best"]["sts_pearson"], abs=1e-3)  # 4 decimals in the file
+    for task, stem in (("sst", "sst"), ("sts", "sts")):
+        test = read_predictions(pred / f"{stem}-test-output.csv")
+        assert list(test) == list(load_split(task, "test", tiny_data_dir).ids)
+    assert not (pred / "para-test-output.csv").exists()  # no quora test file
+
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    state = _state(out)
+    assert (state["epoch"], state["position"], state["global_step"]) == (
+        EPOCHS, 0, EPOCHS * STEPS_PER_EPOCH)
+    assert [p.name for p in (out / "checkpoints").glob("*.npz")] == [
+        f"step-{EPOCHS * STEPS_PER_EPOCH:08d}.npz"]
+    assert not list(out.glob(".*.tmp*")) and not list((out / "checkpoints").glob(".*.tmp*"))
+
+
+# -------------------------------------------------------------- kill / resume
+def test_kill_leaves_last_checkpoint(runs):
+    assert runs["b1"].returncode == 137, runs["b1"].stderr[-3000:]
+    state = runs["b1_state"]
+    assert (state["epoch"], state["position"], state["global_step"]) == (0, 3, 3)
+    assert runs["b1_files"] == ["latest.json", "step-00000003.npz"]
+    assert runs["b1_metrics"] == [] and not runs["b1_best"]
+
+    assert runs["b2"].returncode == 137, runs["b2"].stderr[-3000:]
+    state = runs["b2_state"]
+    last = KILL_2 // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    assert (state["epoch"], state["position"], state["global_step"]) == (
+        1, last - STEPS_PER_EPOCH, last)
+    assert runs["b2_files"] == ["latest.json", f"step-{last:08d}.npz"]
+    assert [r["epoch"] for r in runs["b2_metrics"]] == [1]
+    assert len(state["history"]) == 1
+
+
+def test_resume_equals_uninterrupted(runs):
+    import keras
+
+    _ok(runs["a"])
+    _ok(runs["b3"])
+    a, b = runs["a_out"], runs["b_out"]
+    lines_a, lines_b = _metric_lines(a), _metric_lines(b)
+    assert [_comparable(r) for r in lines_b] == [_comparable(r) for r in lines_a]
+    summary_a = json.loads((a / "summary.json").read_text())
+    summary_b = json.loads((b / "summary.json").read_text())
+    summary_a.pop("minutes_per_epoch"), summary_b.pop("minutes_per_epoch")
+    assert summary_b == summary_a
+    weights_a = keras.saving.load_model(a / "best.keras").get_weights()
+    weights_b = keras.saving.load_model(b / "best.keras").get_weights()
+    assert len(weights_a) == len(weights_b)
+    for wa, wb in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(wa, wb)
+    # The last checkpoints (model + optimizer state) agree too.
+    last = f"step-{EPOCHS * STEPS_PER_EPOCH:08d}.npz"
+    with np.load(a / "checkpoints" / last) as ca, np.load(b / "checkpoints" / last) as cb:
+        assert ca.files == cb.files
+        for key in ca.files:
+            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+    for name in ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv",
+                 "sst-test-output.csv", "sts-test-output.csv"):
+        assert (b / "predictions" / name).read_bytes() == (a / "predictions" / name).read_bytes()
+
+
+def _main(args, capsys):
+    from training.run import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_resume_with_other_settings_refused(runs, capsys):
+    _ok(runs["a"])
+    out = runs["a_out"]
+    before = {p.name: p.read_bytes() for p in (out / "config.json", out / "metrics.jsonl")}
+    args = [a for a in runs["common"]]
+    args[args.index("--lr") + 1] = "0.5"
+    code, err = _main(args + ["--out", str(out), "--resume"], capsys)
+    assert code == 2
+    assert "started with other settings (lr)" in err and "--out" in err
+    assert {p.name: p.read_bytes() for p in (out / "config.json", out / "metrics.jsonl")} == before
+
+
+def test_new_run_into_used_folder_refused(runs, capsys, tmp_path):
+    _ok(runs["a"])
+    out = tmp_path / "copy"
+    shutil.copytree(runs["a_out"], out)
+    before = (out / "metrics.jsonl").read_bytes()
+    code, err = _main(runs["common"] + ["--out", str(out)], capsys)
+    assert code == 2
+    assert "already holds a run; pass --resume" in err
+    assert (out / "metrics.jsonl").read_bytes() == before
+
+
+# ---------------------------------------------------------------------- CLI
+def test_help_lists_variants_and_flags(capsys):
+    from training.run import build_parser, main
+    from training.variants import VARIANTS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name, variant in VARIANTS.items():
+        assert f"  {name} " in text and variant.description[:40] in text.replace("\n", " ")
+    flags = ["--variant", "--model", "--data-dir", "--out", "--epochs", "--batch-size",
+             "--eval-batch-size", "--lr", "--max-length", "--buckets", "--quora-fraction",
+             "--tasks", "--task", "--mode", "--schedule", "--warmup-ratio", "--weight-decay",
+             "--clip-norm", "--checkpoint-every", "--jit", "--seed", "--limit", "--resume"]
+    visible = {o for a in build_parser()._actions for o in a.option_strings
+               if a.help != "==SUPPRESS=="} - {"-h", "--help"}
+    assert set(flags) <= visible
+    for flag in visible:  # every flag the parser has, including ones added later
+        assert flag in text
+    assert "--kill-after-steps" not in text
+
+
+def test_bad_data_dir(tmp_path, capsys, monkeypatch):
+    code, err = _main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                      capsys)
+    assert code == 2
+    assert "missing" in err and "--data-dir" in err and "KERASBERT_DATA" in err
+    monkeypatch.delenv("KERASBERT_DATA", raising=False)
+    code, err = _main(["--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert "--data-dir" in err and "KERASBERT_DATA" in err
+    assert not (tmp_path / "o").exists()
+
+
+# -------------------------------------------------------------- non-finite
+def test_non_finite_loss_stops_before_saving(tiny_model_dir, tiny_data_dir, tmp_path,
+                                             monkeypatch):
+    import tensorflow as tf
+
+    from training import losses
+    from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+
+    poison = tf.Variable(0.0)
+    original = losses.sentiment_cross_entropy
+    monkeypatch.setattr(losses, "sentiment_cross_entropy",
+                        lambda *a, **k: original(*a, **k) * (1.0 + poison))
+    out = tmp_path / "nan"
+    trainer = MultitaskTrainer(tiny_config(tiny_model_dir, tiny_data_dir, out)).setup()
+    steps, snapshots = [0], {}
+    step_fn = trainer._train_step
+
+    def counting_step(task):
+        fn = step_fn(task)
+
+        def wrapped(*args):
+            steps[0] += 1
+            if steps[0] == 4:  # round robin: step 4 is sst's second batch
+                poison.assign(float("nan"))
+            loss = fn(*args)
+            snapshots[steps[0]] = [np.array(v.numpy()) for v in trainer.model.variables]
+            return loss
+        return wrapped
+
+    trainer._train_step = counting_step
+    with pytest.raises(NonFiniteLoss) as info:
+        trainer.train()
+    message = str(info.value)
+    assert message.startswith("sst loss is nan at step 4 (epoch 1)")
+    assert str(out / "checkpoints") in message and "--resume" in message
+    assert steps[0] == 4
+    # On disk: the step-3 checkpoint, holding the step-3 weights (all finite).
+    state = _state(out)
+    assert state["global_step"] == 3 and state["position"] == 3
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "latest.json", "step-00000003.npz"]
+    with np.load(out / "checkpoints" / "step-00000003.npz") as arrays:
+        saved = [arrays[f"model_{i}"] for i in range(len(trainer.model.variables))]
+    assert all(np.isfinite(a).all() for a in saved if a.dtype.kind == "f")
+    for saved_value, value in zip(saved, snapshots[3]):
+        np.testing.assert_array_equal(saved_value, value)
+    assert any(not np.isfinite(v).all() for v in snapshots[4] if v.dtype.kind == "f")
+    assert _metric_lines(out) == [] and not (out / "best.keras").exists()
+
+
+# ---------------------------------------------------------------- mirrored
+MIRRORED_STEPS = 9
+
+
+def test_mirrored_two_cpus_matches_one_device(tiny_model_dir_no_dropout, tiny_data_dir,
+                                              tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = tmp_path / "mirrored.json"
+    proc = subprocess.run([sys.executable, __file__, "mirrored", str(tiny_model_dir_no_dropout),
+                           str(tiny_data_dir), str(tmp_path), str(result)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(result.read_text())
+    assert r["replicas"] == [1, 2] and r["devices"] >= 2
+    one, two = np.array(r["losses"][0]), np.array(r["losses"][1])
+    assert len(one) == MIRRORED_STEPS
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
+    # The steps did train (the comparison is not of a frozen model) ...
+    assert r["weight_change"] > 1e-3
+    # ... and the weights after them agree.
+    assert r["max_weight_diff"] < 1e-5
+    # Clipping was active: the encoder's gradient norm exceeded the clip
+    # norm, which is where per-replica clipping (Keras' own) differs.
+    assert r["first_grad_norm"] > r["clip_norm"]
+
+
+def _mirrored_worker(model_dir, data_dir, out, result):
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+
+    from training.multitask_trainer import MultitaskTrainer
+    from training.task_schedule import task_schedule
+
+    clip = 0.05
+
+    def run(strategy, weights=None):
+        config = tiny_config(model_dir, data_dir, Path(out) / "m", variant="bm", lr=1e-3,
+                             head_lr=1e-2, clip_norm=clip)
+        trainer = MultitaskTrainer(config, strategy=strategy).setup()
+        trainer.model.get_layer("head_dropout").rate = 0.0
+        if weights is not None:
+            trainer.model.set_weights(weights)
+        start = trainer.model.get_weights()
+        order = task_schedule(trainer.batch_counts)[:MIRRORED_STEPS]
+        iterators = {t: iter(b.train_dataset(0, 0)[0]) for t, b in trainer.train_batches.items()}
+        batches = [(task, next(iterators[task])) for task in order]
+        x, y = batches[0][1]
+        with tf.GradientTape() as tape:
+            loss = trainer._task_loss(batches[0][0], x, y)
+        # The encoder's gradient norm: its optimizer clips it to `clip`.
+        variables = trainer.model.backbone.trainable_variables
+        norm = float(tf.linalg.global_norm(
+            [g for g in tape.gradient(loss, variables) if g is not None]))
+        losses = [float(trainer._train_step(task)(*trainer._distribute(x, y)))
+                  for task, (x, y) in batches]
+        return trainer, start, losses, norm
+
+    one, start, losses_one, norm = run(None)
+    mirrored = tf.distribute.MirroredStrategy(devices[:2])
+    two, _, losses_two, _ = run(mirrored, start)
+    after_one, after_two = one.model.get_weights(), two.model.get_weights()
+    report = {
+        "devices": len(devices),
+        "replicas": [one.strategy.num_replicas_in_sync, two.strategy.num_replicas_in_sync],
+        "losses": [losses_one, losses_two],
+        "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(after_one, after_two)),
+        "weight_change": max(float(np.abs(a - s).max()) for a, s in zip(after_one, start)),
+        "first_grad_norm": norm, "clip_norm": clip,
+    }
+    Path(result).write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    if sys.argv[1] == "mirrored":
+        _mirrored_worker(*sys.argv[2:])
