@@ -76,7 +76,7 @@ def test_fit_with_xla_lowers_the_loss(variant, task_data, tokenizer):
     assert sorted(y) == ["paraphrase", "sentiment", "similarity"]
     before = total_loss(model, x, y)
     # Steps are cheap (~40 ms); the one XLA compile is what this test pays for.
-    history = model.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0)
+    history = model.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0, shuffle=False)
     after = total_loss(model, x, y)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
@@ -92,9 +92,11 @@ def test_single_task_sentiment_fit(task_data, tokenizer):
     model = tiny_model("dps_mse")
     sentiment = keras_fit.compile_task(model, "sentiment", "dps_mse", lr=1e-2)
     assert sentiment is model.task_model("sentiment") and sentiment.jit_compile is True
+    # Mean pooling (dps_mse) leaves the tanh pooler unused: frozen, out of the optimizer.
+    assert not model.backbone.get_layer("pooler_dense").trainable
     dataset, steps = keras_fit.make_task_dataset(task_data["sst"], tokenizer, batch_size=BATCH,
                                                  length=LENGTH, seed=0)
-    history = sentiment.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0)
+    history = sentiment.fit(dataset, steps_per_epoch=steps, epochs=8, verbose=0, shuffle=False)
     assert history.history["loss"][-1] < history.history["loss"][0]
     dev, n = keras_fit.make_task_eval_dataset(task_data["sst"].take(20), tokenizer,
                                               batch_size=BATCH, length=LENGTH)

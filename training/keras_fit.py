@@ -225,6 +225,9 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, tota
             `"auto"`: Keras' "auto" turns XLA off on CPU.
         **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
 
+    Side effects on `model`: the encoder is frozen for `frozen_encoder`
+    variants, and the unused tanh pooler under mean/[CLS] pooling.
+
     Returns:
         The model, compiled.
 
@@ -245,8 +248,7 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, tota
                          "compile_task(model, 'sentiment', variant) and make_task_dataset")
     _check_layout(model, variant)
     losses, metrics = task_losses_and_metrics(variant)
-    if variant.frozen_encoder:
-        model.backbone.trainable = False
+    _set_trainable(model, variant)
     optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
                                             total_steps=total_steps)
     # weighted_metrics, not metrics: Keras applies sample weights only to
@@ -288,14 +290,23 @@ def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=
     elif task == "paraphrase":
         variant = variant.replace(similarity_loss="mse")
     losses, metrics = task_losses_and_metrics(variant)
-    if variant.frozen_encoder:
-        model.backbone.trainable = False
+    _set_trainable(model, variant)
     submodel = model.task_model(task)
     optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
                                             total_steps=total_steps)
     submodel.compile(optimizer=optimizer, loss=losses[task], weighted_metrics=metrics[task],
                      jit_compile=jit_compile, **compile_kwargs)
     return submodel
+
+
+def _set_trainable(model, variant):
+    if variant.frozen_encoder:
+        model.backbone.trainable = False
+    if getattr(model, "pooling", "pooled") != "pooled":
+        # Under mean/[CLS] pooling no output uses the tanh pooler: freezing it
+        # keeps it out of the optimizer (no slots, no "gradients do not exist"
+        # warning every fit). It stays as loaded, for save_pretrained.
+        model.backbone.get_layer("pooler_dense").trainable = False
 
 
 def _check_layout(model, variant):
