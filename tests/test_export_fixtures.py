@@ -5,8 +5,10 @@ minute) is built once per pytest process by `exported()` and reused by
 test_export.py and test_scorer.py.
 """
 
+import atexit
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -77,6 +79,8 @@ def exported():
     if "root" not in _CACHE:
         from export.run import main
         root = Path(tempfile.mkdtemp(prefix="kerasbert_export_test_"))
+        # Shared by two test modules, so no pytest tmp_path: removed at exit.
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
         runs = {name: make_run(root / "runs" / name, seed=i + 1, **kwargs)
                 for i, (name, kwargs) in enumerate(MEMBERS.items())}
         out = root / "exports" / "em"
