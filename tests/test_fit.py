@@ -65,7 +65,8 @@ def total_loss(model, x, y):
 def test_fit_with_xla_lowers_the_loss(variant, task_data, tokenizer):
     model = tiny_model(variant)
     # A high rate: the tiny post-LN encoder sits on a plateau for a while first.
-    keras_fit.compile_multitask(model, variant, lr=1e-2)
+    keras_fit.compile_multitask(model, variant, lr=3e-3, head_lr=1e-2)
+    assert isinstance(model.optimizer, keras_fit.HeadRateAdamW)
     assert model.jit_compile is True  # True, not "auto" (which is off on CPU)
     dataset, steps = keras_fit.make_fit_dataset(task_data, tokenizer, batch_size=BATCH,
                                                 lengths=LENGTHS, seed=0)
@@ -90,7 +91,7 @@ def test_fit_with_xla_lowers_the_loss(variant, task_data, tokenizer):
 
 def test_single_task_sentiment_fit(task_data, tokenizer):
     model = tiny_model("dps_mse")
-    sentiment = keras_fit.compile_task(model, "sentiment", "dps_mse", lr=1e-2)
+    sentiment = keras_fit.compile_task(model, "sentiment", "dps_mse", lr=3e-3, head_lr=1e-2)
     assert sentiment is model.task_model("sentiment") and sentiment.jit_compile is True
     # Mean pooling (dps_mse) leaves the tanh pooler unused: frozen, out of the optimizer.
     assert not model.backbone.get_layer("pooler_dense").trainable
@@ -123,6 +124,41 @@ def test_model_must_match_the_variant():
 def test_needs_all_three_tasks(task_data, tokenizer):
     with pytest.raises(ValueError, match="missing"):
         keras_fit.make_fit_dataset({"sst": task_data["sst"]}, tokenizer, batch_size=BATCH)
+
+
+def test_head_rate_adamw_equals_the_custom_loops_two_adamws():
+    """Encoder at lr, heads at head_lr: one HeadRateAdamW == two AdamWs (as the trainer)."""
+    from training.warmup_linear_decay import WarmupLinearDecay
+
+    def adamw(peak, cls=keras.optimizers.AdamW, **kwargs):
+        opt = cls(learning_rate=WarmupLinearDecay(peak, 2, 10), weight_decay=0.1, **kwargs)
+        opt.exclude_from_weight_decay(var_names=["bias"])
+        return opt
+
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=s).astype(np.float32) for s in ((4, 3), (3,), (3, 2), (2,))]
+    grads = [[tf.constant(rng.normal(size=w.shape).astype(np.float32)) for w in init]
+             for _ in range(4)]
+
+    def variables(prefix):
+        names = ["encoder/kernel", "encoder/bias", "head/kernel", "head/bias"]
+        return [keras.Variable(w, name=f"{prefix}_{n.replace('/', '_')}")
+                for w, n in zip(init, names)]
+
+    ref = variables("ref")
+    encoder_opt, head_opt = adamw(1e-2), adamw(1e-1)
+    one = variables("one")
+    fused = adamw(1e-2, keras_fit.HeadRateAdamW, head_paths=[v.path for v in one[2:]],
+                  head_rate=10.0)
+    step = tf.function(lambda g: fused.apply(g, one), jit_compile=True)
+    for g in grads:
+        encoder_opt.apply(g[:2], ref[:2])
+        head_opt.apply(g[2:], ref[2:])
+        step(g)
+    for a, b in zip(ref, one):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(fused))
+    assert clone.head_rate == 10.0 and clone.head_paths == fused.head_paths
 
 
 def test_thresholded_loss_equals_the_custom_loops():

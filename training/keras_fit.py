@@ -8,7 +8,8 @@ variants whose losses are functions of the model's *outputs*: the functional
 each (the summed loss, i.e. "multitask" in the gradient sense).
 
 * `compile_multitask(model, variant)`: per-output losses and metrics, AdamW
-  (no decay on LayerNorm / biases, global-norm clipping), XLA.
+  as the custom loop sets it up (encoder at `lr`, heads at `head_lr`, no
+  decay on LayerNorm / biases, global-norm clipping), XLA.
 * `make_fit_dataset(data, tokenizer)`: SST, Quora and STS zipped into one
   `(x, y)` per step, each task at one fixed length so XLA compiles one program;
   every task is an endless stream of seeded epochs, so smaller tasks repeat.
@@ -43,11 +44,12 @@ import tensorflow as tf
 from training import losses as task_losses
 from training.readers import PairData, SentenceData
 from training.pipelines import make_eval_dataset
+from training.train_config import TrainConfig
 from training.variants import TASK_OUTPUT, Variant, get_variant
 from training.warmup_linear_decay import WarmupLinearDecay
 
 OUTPUTS = ("sentiment", "paraphrase", "similarity")
-# Dataset names accepted for each output (the trainer's names), and back.
+# The datasets (the trainer's names) that train each output.
 _DATASET_OF = {"sentiment": ("sst", "cfimdb"), "paraphrase": ("quora",), "similarity": ("sts",)}
 # Fixed sequence length per output. "bi" pads each sentence alone: 64 keeps
 # 99.9% of SST, 99.8% of Quora and 99.98% of STS sentences whole (train sets);
@@ -56,6 +58,8 @@ DEFAULT_LENGTHS = {"bi": {"sentiment": 64, "paraphrase": 64, "similarity": 64},
                    "cross": {"sentiment": 64, "paraphrase": 128, "similarity": 128}}
 
 _RUN_HINT = "python -m training.run --variant {name}"
+# The custom loop's default rate for the freshly initialised heads.
+HEAD_LR = TrainConfig.head_lr
 
 
 # --------------------------------------------------------------- losses
@@ -182,11 +186,74 @@ def task_losses_and_metrics(variant):
     return losses, metrics
 
 
-def make_optimizer(lr, *, total_steps=None, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0):
+@keras.saving.register_keras_serializable(package="kerasbert")
+class HeadRateAdamW(keras.optimizers.AdamW):
+    """AdamW in which some variables (the task heads) step at `head_rate` x the rate.
+
+    The custom loop trains the pretrained encoder at `lr` and the freshly
+    initialised heads at `head_lr` with two AdamWs on the same schedule
+    shape; `model.fit` takes one optimizer, so this one scales the rate (and
+    the decoupled weight decay, which AdamW ties to the rate) of the
+    variables at `head_paths` by `head_rate = head_lr / lr`. One difference
+    remains: global-norm clipping sees all gradients together, where the
+    custom loop clips each group by its own norm.
+
+    Args:
+        head_paths: `variable.path` of each head variable.
+        head_rate: the heads' multiple of the learning rate.
+        *args, **kwargs: as for `keras.optimizers.AdamW`.
+    """
+
+    def __init__(self, *args, head_paths=(), head_rate=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_paths = tuple(head_paths)
+        self.head_rate = float(head_rate)
+        self._head_keys = set()
+        self._rate_scale = 1.0
+
+    def build(self, variables):
+        super().build(variables)
+        paths = set(self.head_paths)
+        self._head_keys = {self._var_key(v) for v in variables if v.path in paths}
+
+    def _is_head(self, variable):
+        return self._var_key(variable) in self._head_keys
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._is_head(variable):
+            learning_rate = learning_rate * self.head_rate
+        super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        super()._apply_weight_decay([v for v in variables if not self._is_head(v)])
+        heads = [v for v in variables if self._is_head(v)]
+        if heads:
+            # AdamW decays by `weight_decay * self.learning_rate`; scale that
+            # property while (and only while) the heads are decayed.
+            self._rate_scale = self.head_rate
+            try:
+                super()._apply_weight_decay(heads)
+            finally:
+                self._rate_scale = 1.0
+
+    def _get_current_learning_rate(self):
+        rate = super()._get_current_learning_rate()
+        return rate if self._rate_scale == 1.0 else rate * self._rate_scale
+
+    def get_config(self):
+        return {**super().get_config(), "head_paths": list(self.head_paths),
+                "head_rate": self.head_rate}
+
+
+def make_optimizer(lr, *, head_lr=None, head_variables=(), total_steps=None, warmup_ratio=0.1,
+                   weight_decay=0.01, clip_norm=1.0):
     """AdamW as the custom loop builds it: BERT's decay exclusions, global-norm clipping.
 
     Args:
-        lr: peak learning rate.
+        lr: peak learning rate (of the encoder, when `head_lr` is given).
+        head_lr: peak learning rate of `head_variables` (a `HeadRateAdamW`);
+            None: one rate for everything (a plain `keras.optimizers.AdamW`).
+        head_variables: the variables that step at `head_lr`.
         total_steps: when given, warm-up over `warmup_ratio * total_steps`
             then linear decay to 0 (`WarmupLinearDecay`); else a constant `lr`.
         warmup_ratio, weight_decay, clip_norm: as in `TrainConfig`.
@@ -198,15 +265,24 @@ def make_optimizer(lr, *, total_steps=None, warmup_ratio=0.1, weight_decay=0.01,
     """
     schedule = (WarmupLinearDecay(lr, int(warmup_ratio * total_steps), total_steps)
                 if total_steps else lr)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay,
-                                       global_clipnorm=clip_norm)
+    kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clip_norm)
+    if head_lr is None or head_lr == lr:
+        optimizer = keras.optimizers.AdamW(**kwargs)
+    else:
+        optimizer = HeadRateAdamW(**kwargs, head_paths=[v.path for v in head_variables],
+                                  head_rate=head_lr / lr)
     # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
 
 
-def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, total_steps=None,
-                      loss_weights=None, jit_compile=True, **compile_kwargs):
+def _head_variables(model, variables):
+    encoder = {id(v) for v in model.backbone.trainable_variables}
+    return [v for v in variables if id(v) not in encoder]
+
+
+def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head_lr=HEAD_LR,
+                      total_steps=None, loss_weights=None, jit_compile=True, **compile_kwargs):
     """Compiles a `MultitaskBert` for `model.fit` with one loss and metrics per output.
 
     Args:
@@ -215,8 +291,11 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, tota
             `similarity_loss` picks the STS loss: `mse` -> MSE on the 0-5
             score, `bce_threshold` -> `ThresholdedSimilarityBCE`; `infonce`
             raises `ValueError` (use `python -m training.run`).
-        optimizer: a Keras optimizer; default `make_optimizer(lr, total_steps=...)`.
-        lr: peak learning rate for the default optimizer (default `variant.lr`).
+        optimizer: a Keras optimizer; default `make_optimizer(lr, head_lr=...,
+            total_steps=...)`, as the custom loop builds its two AdamWs.
+        lr: peak learning rate of the encoder (default `variant.lr`).
+        head_lr: peak learning rate of the task heads (new weights; default
+            `TrainConfig.head_lr`); None trains everything at `lr`.
         total_steps: steps of the whole fit, for warm-up + linear decay
             (default: constant `lr`).
         loss_weights: optional `{output: weight}`; default 1 each (the summed
@@ -249,8 +328,10 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, tota
     _check_layout(model, variant)
     losses, metrics = task_losses_and_metrics(variant)
     _set_trainable(model, variant)
-    optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
-                                            total_steps=total_steps)
+    if optimizer is None:
+        optimizer = make_optimizer(
+            variant.lr if lr is None else lr, head_lr=head_lr, total_steps=total_steps,
+            head_variables=_head_variables(model, model.trainable_variables))
     # weighted_metrics, not metrics: Keras applies sample weights only to
     # those, and the eval datasets mark their padding rows with weight 0.
     model.compile(optimizer=optimizer, loss=losses, weighted_metrics=metrics,
@@ -259,7 +340,7 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, tota
 
 
 def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=None, *,
-                 total_steps=None, jit_compile=True, **compile_kwargs):
+                 head_lr=HEAD_LR, total_steps=None, jit_compile=True, **compile_kwargs):
     """Compiles one task's sub-model (`model.task_model(task)`) for fit/evaluate.
 
     The sub-model shares its weights with `model`, so fitting it trains the
@@ -269,8 +350,8 @@ def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=
     Args:
         model: a `kerasbert.MultitaskBert`.
         task: `"sentiment"`, `"paraphrase"` or `"similarity"`.
-        variant, optimizer, lr, total_steps, jit_compile, **compile_kwargs:
-            as in `compile_multitask`.
+        variant, optimizer, lr, head_lr, total_steps, jit_compile,
+        **compile_kwargs: as in `compile_multitask`.
 
     Returns:
         The compiled sub-model; feed it `make_task_dataset(...)` batches.
@@ -292,8 +373,10 @@ def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=
     losses, metrics = task_losses_and_metrics(variant)
     _set_trainable(model, variant)
     submodel = model.task_model(task)
-    optimizer = optimizer or make_optimizer(variant.lr if lr is None else lr,
-                                            total_steps=total_steps)
+    if optimizer is None:
+        optimizer = make_optimizer(
+            variant.lr if lr is None else lr, head_lr=head_lr, total_steps=total_steps,
+            head_variables=_head_variables(model, submodel.trainable_variables))
     submodel.compile(optimizer=optimizer, loss=losses[task], weighted_metrics=metrics[task],
                      jit_compile=jit_compile, **compile_kwargs)
     return submodel
@@ -510,6 +593,7 @@ def _steps(steps_per_epoch, counts):
                      f"got {steps_per_epoch!r}")
 
 
-__all__ = ["DEFAULT_LENGTHS", "StreamingPearson", "ThresholdedSimilarityBCE", "compile_multitask",
-           "compile_task", "epoch_batches", "make_fit_dataset", "make_optimizer",
+__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "HeadRateAdamW", "StreamingPearson",
+           "ThresholdedSimilarityBCE", "compile_multitask", "compile_task", "epoch_batches",
+           "make_fit_dataset", "make_optimizer",
            "make_task_dataset", "make_task_eval_dataset", "task_losses_and_metrics"]
