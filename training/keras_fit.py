@@ -301,7 +301,11 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
         loss_weights: optional `{output: weight}`; default 1 each (the summed
             loss the paper's round-robin also optimises, one task at a time).
         jit_compile: XLA-compile the train/eval steps. Pass `True`, not
-            `"auto"`: Keras' "auto" turns XLA off on CPU.
+            `"auto"`: Keras' "auto" turns XLA off on CPU. On an idle CPU a
+            MiniLM step takes about as long either way; on an oversubscribed
+            one (more runnable threads than cores) XLA's fork-join loops
+            measured ~2x slower than graph mode, so `False` is the safer
+            choice on a busy shared CPU (see benchmarks/train_throughput.py).
         **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
 
     Side effects on `model`: the encoder is frozen for `frozen_encoder`
