@@ -166,26 +166,23 @@ class MultitaskTrainer:
 
     # ------------------------------------------------------------------ steps
     def _task_loss(self, task, x, y):
-        v, model = self.variant, self.model
+        # `_task_submodel` picks the sub-model; here only the loss on its output.
+        v = self.variant
+        out = self._task_submodel(task)(x, training=True)
         if task in SENTIMENT_CLASSES:
-            logits = model.task_model("sentiment")(x, training=True)
-            return losses.sentiment_cross_entropy(logits, y)
+            return losses.sentiment_cross_entropy(out, y)
         if task == "quora":
             if v.quora_positives:
-                out = model.task_model("paraphrase_with_vectors")(x, training=True)
                 return (losses.binary_cross_entropy_logits(out["paraphrase"], y)
                         + losses.info_nce(out["a"], out["b"], y > 0.5, v.infonce_temperature))
-            return losses.binary_cross_entropy_logits(
-                model.task_model("paraphrase")(x, training=True), y)
+            return losses.binary_cross_entropy_logits(out, y)
         if v.similarity_loss == "infonce":
-            out = model.task_model("similarity_with_vectors")(x, training=True)
             loss = losses.info_nce(out["a"], out["b"], y >= v.infonce_positive_threshold,
                                    v.infonce_temperature)
             if v.infonce_mse_weight:
                 loss += v.infonce_mse_weight * losses.similarity_mse(out["similarity"], y)
             return loss
-        score = model.task_model("similarity")(x, training=True)
-        return losses.SIMILARITY_LOSSES[v.similarity_loss](score, y)
+        return losses.SIMILARITY_LOSSES[v.similarity_loss](out, y)
 
     def _task_submodel(self, task):
         v = self.variant
