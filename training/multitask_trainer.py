@@ -292,11 +292,18 @@ class MultitaskTrainer:
             outputs[index.numpy()[keep]] = out[keep]
         return outputs
 
-    def evaluate(self, batches_by_task=None):
-        """Dev metrics (`sst_acc`, `quora_acc`, `sts_pearson`, overall scores) and predictions."""
+    def evaluate(self, batches_by_task=None, raw_outputs=None):
+        """Dev metrics (`sst_acc`, `quora_acc`, `sts_pearson`, overall scores) and predictions.
+
+        If `raw_outputs` is a dict, it receives each task's raw model outputs
+        (logits, or the 0-5 similarity), which ensembles average later.
+        """
         metrics, predictions = {}, {}
         for task, batches in (batches_by_task or self.dev_batches).items():
-            preds = predicted_labels(task, self.predict(task, batches))
+            outputs = self.predict(task, batches)
+            if raw_outputs is not None:
+                raw_outputs[task] = outputs
+            preds = predicted_labels(task, outputs)
             predictions[task] = preds
             metrics[METRIC_NAMES[task]] = task_metric(task, preds, batches.data.labels)
         metrics.update(overall_scores(metrics))
@@ -452,10 +459,18 @@ class MultitaskTrainer:
         from training.plots import plot_learning_curves
 
         self.model.load_weights(self.out / "best.keras")
-        metrics, predictions = self.evaluate()
+        raw = {}
+        metrics, predictions = self.evaluate(raw_outputs=raw)
         pred_dir = self.out / "predictions"
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
+        # Raw dev outputs keyed by id: ensembles of finished runs are scored
+        # from these files without loading a model (results/ensemble_size.py).
+        arrays = {}
+        for task, outputs in raw.items():
+            arrays[f"{task}_ids"] = np.asarray(self.dev_batches[task].data.ids)
+            arrays[f"{task}_outputs"] = outputs
+        _atomic_write(pred_dir / "dev-outputs.npz", lambda f: np.savez(f, **arrays))
         for task in self.eval_tasks:
             if not split_path(task, "test", self.data_dir).is_file():
                 logger.warning("no %s test file in %s: no test predictions for it",
