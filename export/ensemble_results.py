@@ -1,0 +1,182 @@
+"""The EM row: ensembles of published rows scored on dev, by size, plus the chosen one.
+
+    python -m export.ensemble_results --members cross dps_mse mse bm --data-dir DATA
+    python -m export.ensemble_results --members cross dps_mse --runs runs --data-dir DATA
+
+Members are ranked by their own CS224N overall dev score; the ensemble of
+size k averages the top k exactly as `MultitaskEnsemble` (and so the export)
+does: softmax probabilities for SST, sigmoid probabilities for Quora, 0-5
+scores for STS. It reads each row's `dev-outputs.npz`, so no model is run.
+EM is the size with the best overall score; choosing it on dev makes its dev
+score slightly optimistic, which the size plot shows in full.
+
+Writes `results/em/` (summary.json, run.json, ensemble_size.json and .png,
+dev predictions) and, with `--runs` (the members' run folders, which hold the
+weights), test-student predictions computed by the Keras ensemble.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import overall_scores, predicted_labels, task_metric
+from training.predictions import PREDICTION_FILES, read_predictions, write_predictions
+from training.readers import load_split, resolve_data_dir
+from training.results import RESULTS_DIR
+
+TASKS = ("sst", "quora", "sts")
+METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+
+
+def member_probabilities(row, dev_ids):
+    """One row's dev outputs as probabilities / scores, in `dev_ids` order per task."""
+    raw = np.load(Path(row) / "dev-outputs.npz")
+    out = {}
+    for task in TASKS:
+        if task not in raw.files:
+            raise ValueError(f"{row}/dev-outputs.npz has no {task!r} outputs; "
+                             f"an EM member must be evaluated on {', '.join(TASKS)}")
+        stem = PREDICTION_FILES[task][0]
+        file_ids = list(read_predictions(Path(row) / "predictions" / f"{stem}-dev-output.csv"))
+        position = {example_id: i for i, example_id in enumerate(file_ids)}
+        missing = [i for i in dev_ids[task] if i not in position]
+        if missing:
+            raise ValueError(f"{row}: {len(missing)} {task} dev ids have no output "
+                             f"(e.g. {missing[0]})")
+        values = raw[task][[position[i] for i in dev_ids[task]]].astype(np.float64)
+        if task == "sst":
+            values = np.exp(values - values.max(-1, keepdims=True))
+            values /= values.sum(-1, keepdims=True)
+        elif task == "quora":
+            values = 1.0 / (1.0 + np.exp(-values))
+        out[task] = values
+    return out
+
+
+def ensemble_metrics(members, labels):
+    """Dev metrics of the mean of `members` (each from `member_probabilities`)."""
+    metrics = {}
+    for task in TASKS:
+        mean = np.mean([m[task] for m in members], axis=0)
+        if task == "quora":
+            mean = np.log(mean) - np.log1p(-mean)  # back to a logit: > 0 iff p > 0.5
+        metrics[METRIC[task]] = task_metric(task, predicted_labels(task, mean), labels[task])
+    metrics.update(overall_scores(metrics))
+    return metrics
+
+
+def size_curve(names, results_dir, data_dir):
+    """Members ranked by their own overall score, and the metrics of each top-k mean."""
+    dev = {task: load_split(task, "dev", data_dir) for task in TASKS}
+    dev_ids = {task: list(d.ids) for task, d in dev.items()}
+    labels = {task: d.labels for task, d in dev.items()}
+    own = {n: json.loads((Path(results_dir) / n / "summary.json").read_text())["best"]
+           for n in names}
+    ranked = sorted(names, key=lambda n: -own[n]["overall_cs224n"])
+    probs = {n: member_probabilities(Path(results_dir) / n, dev_ids) for n in ranked}
+    curve = [{"size": k, "members": ranked[:k],
+              "dev": ensemble_metrics([probs[n] for n in ranked[:k]], labels)}
+             for k in range(1, len(ranked) + 1)]
+    return ranked, curve, probs, dev
+
+
+def plot_size_curve(curve, path, paper_em=(.508, .783, .657)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [c["size"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for (task, metric), colour, paper in zip(METRIC.items(), ("C0", "C1", "C2"), paper_em):
+        ax.plot(sizes, [c["dev"][metric] for c in curve], "o-", color=colour, label=metric)
+        ax.axhline(paper, color=colour, linestyle=":", linewidth=1)
+    ax.plot(sizes, [c["dev"]["overall_cs224n"] for c in curve], "s--", color="k",
+            label="overall_cs224n")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([f"{c['size']}\n+{c['members'][-1]}" for c in curve], fontsize=7)
+    ax.set_xlabel("ensemble size (members added best-first)")
+    ax.set_ylabel("dev score")
+    ax.set_title("EM: dev score by ensemble size (dotted: paper EM)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_test_predictions(run_dirs, pred_dir, data_dir):
+    """Test-student predictions of the Keras ensemble of `run_dirs` (the weights)."""
+    from export.multitask_ensemble import MultitaskEnsemble
+
+    ensemble = MultitaskEnsemble.from_runs(run_dirs)
+    for task in TASKS:
+        try:
+            test = load_split(task, "test", data_dir)
+        except FileNotFoundError as e:
+            print(f"no {task} test predictions: {e}", file=sys.stderr)
+            continue
+        if task == "sst":
+            out = ensemble.reference("sentiment", test.texts)
+        else:
+            out = ensemble.reference("paraphrase" if task == "quora" else "similarity",
+                                     test.texts_a, test.texts_b)
+            if task == "quora":
+                out = np.log(out) - np.log1p(-out)
+        write_predictions(pred_dir, task, "test", test.ids, predicted_labels(task, out))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m export.ensemble_results",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", nargs="+", required=True,
+                        help="row names in results/ (multitask rows evaluated on all tasks)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", default=None,
+                        help="folder of the members' run folders, for test predictions")
+    parser.add_argument("--name", default="em", help="row name (em)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="ensemble size to publish (default: the best on dev)")
+    args = parser.parse_args(argv)
+    data_dir = resolve_data_dir(args.data_dir)
+
+    ranked, curve, probs, dev = size_curve(args.members, RESULTS_DIR, data_dir)
+    chosen = (curve[args.size - 1] if args.size else
+              max(curve, key=lambda c: c["dev"]["overall_cs224n"]))
+    row = RESULTS_DIR / args.name
+    (row / "predictions").mkdir(parents=True, exist_ok=True)
+    for c in curve:
+        print(f"size {c['size']} (+{c['members'][-1]:<15}) " + "  ".join(
+            f"{k} {v:.4f}" for k, v in c["dev"].items()))
+    plot_size_curve(curve, row / "ensemble_size.png")
+    (row / "ensemble_size.json").write_text(json.dumps(curve, indent=2) + "\n")
+    for task in TASKS:
+        mean = np.mean([probs[n][task] for n in chosen["members"]], axis=0)
+        if task == "quora":
+            mean = np.log(mean) - np.log1p(-mean)
+        write_predictions(row / "predictions", task, "dev", dev[task].ids,
+                          predicted_labels(task, mean))
+    if args.runs:
+        write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
+                               row / "predictions", data_dir)
+    summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"],
+               "epochs": None, "minutes_per_epoch": None}
+    (row / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    command = ("python -m export.ensemble_results --members " + " ".join(args.members)
+               + " --data-dir $KERASBERT_DATA" + (f" --runs {args.runs}" if args.runs else "")
+               + (f" --size {args.size}" if args.size else ""))
+    (row / "run.json").write_text(json.dumps(
+        {"command": command, "ranked": ranked, "chosen_size": chosen["size"],
+         "export": "python -m export.run --runs " + " ".join(
+             f"runs/{n}" for n in chosen["members"]) + f" --out exports/{args.name} "
+             "--data-dir $KERASBERT_DATA"}, indent=2) + "\n")
+    print(f"EM = {chosen['members']}: " + json.dumps(chosen["dev"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The committed results parse, agree with their own prediction files, and the table is current.
+
+CI does not retrain: these tests rescore every row's dev prediction files
+against the dev labels and compare with the numbers the table shows.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from export.ensemble_results import ensemble_metrics, size_curve
+from training.metrics import predicted_labels
+from training.predictions import PREDICTION_FILES, read_predictions
+from training.readers import load_split
+from training.results import (RESULTS_DIR, TABLE_END, TABLE_START, rescore, rows, table,
+                              training_args)
+from training.run import build_parser, config_from_args
+
+ROWS = rows()
+TRAINED = [r for r in ROWS if (r / "metrics.jsonl").is_file()]
+
+
+def _row_tasks(row):
+    best = json.loads((row / "summary.json").read_text())["best"]
+    return [t for t, m in {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc",
+                           "sts": "sts_pearson"}.items() if m in best]
+
+
+def test_there_are_rows_and_the_readme_table_is_current():
+    assert {"dps_mse", "em"} <= {r.name for r in ROWS}
+    readme = (RESULTS_DIR / "README.md").read_text()
+    current = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert current == table(), "results/README.md is stale: run python -m training.results table"
+
+
+@pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
+def test_row_files_parse_and_agree(row):
+    summary = json.loads((row / "summary.json").read_text())
+    history = [json.loads(line) for line in (row / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epochs"] == len(history) >= 1
+    # The best epoch's logged dev metrics are the ones published.
+    logged = history[summary["best_epoch"] - 1]["dev"]
+    for metric, value in summary["best"].items():
+        assert value == pytest.approx(logged[metric], abs=1e-9), metric
+    run = json.loads((row / "run.json").read_text())
+    assert run["epochs"] == len(history) and run["machine"]["cores"] >= 1
+    # The recorded command rebuilds the recorded config.
+    config = json.loads((row / "config.json").read_text())
+    rebuilt = config_from_args(build_parser().parse_args(run["args"]))
+    for field in ("variant", "epochs", "tasks", "sentiment_task", "mode", "max_length", "lr",
+                  "head_lr", "batch_size", "seed"):
+        want = config[field] if not isinstance(config[field], list) else tuple(config[field])
+        assert getattr(rebuilt, field) == want, field
+    assert (row / "learning_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_dev_predictions_rescore_to_the_published_metrics(row, data_dir):
+    scores = rescore(row, data_dir)
+    # Every task the summary reports is rescored from a file.
+    assert len(scores) == len(_row_tasks(row)) >= 1
+    for metric, (from_files, published) in scores.items():
+        assert from_files == pytest.approx(published, abs=1e-3), (row.name, metric)
+
+
+@pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
+def test_raw_outputs_match_the_prediction_files(row):
+    raw = np.load(row / "dev-outputs.npz")
+    for task in _row_tasks(row):
+        predicted = read_predictions(row / "predictions" /
+                                     f"{PREDICTION_FILES[task][0]}-dev-output.csv")
+        labels = predicted_labels(task, raw[task])
+        np.testing.assert_allclose(labels, list(predicted.values()), atol=6e-5)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_test_predictions_cover_the_test_files(row, data_dir):
+    for task in _row_tasks(row):
+        if task == "quora":
+            continue  # no quora-test-student file on these machines
+        path = row / "predictions" / f"{PREDICTION_FILES[task][0]}-test-output.csv"
+        with open(path, newline="") as f:
+            ids = [r[0] for r in list(csv.reader(f))[1:]]
+        assert ids == list(load_split(task, "test", data_dir).ids), path
+
+
+def test_em_summary_is_the_mean_of_its_members(data_dir):
+    em = json.loads((RESULTS_DIR / "em" / "summary.json").read_text())
+    curve = json.loads((RESULTS_DIR / "em" / "ensemble_size.json").read_text())
+    ranked, recomputed, _, _ = size_curve(curve[-1]["members"], RESULTS_DIR, data_dir)
+    assert ranked == curve[-1]["members"]
+    for saved, fresh in zip(curve, recomputed):
+        for metric, value in saved["dev"].items():
+            assert fresh["dev"][metric] == pytest.approx(value, abs=1e-9)
+    chosen = next(c for c in curve if c["members"] == em["members"])
+    assert em["best"] == chosen["dev"]
+
+
+def test_ensemble_metrics_average_probabilities_by_hand():
+    # Member 1 says class 0 / duplicate (p .9) / 1.0; member 2 says class 2 / not (p .2) / 3.0.
+    m1 = {"sst": np.array([[.5, .1, .4]]), "quora": np.array([.9]), "sts": np.array([1.0])}
+    m2 = {"sst": np.array([[.1, .3, .6]]), "quora": np.array([.2]), "sts": np.array([3.0])}
+    m3 = {"sst": np.array([[.2, .5, .3]]), "quora": np.array([.3]), "sts": np.array([2.0])}
+    # Two examples so STS has a Pearson r: put the members' second example in by hand.
+    members = []
+    for m, second in ((m1, ([0, 0, 1], .4, 4.0)), (m2, ([0, 1, 0], .4, 5.0)),
+                      (m3, ([1, 0, 0], .4, 0.0))):
+        members.append({"sst": np.vstack([m["sst"], second[0]]),
+                        "quora": np.append(m["quora"], second[1]),
+                        "sts": np.append(m["sts"], second[2])})
+    labels = {"sst": np.array([2, 1]), "quora": np.array([0., 0.]), "sts": np.array([1.0, 2.0])}
+    # Means: sst [.267, .3, .433] -> 2 (right); [1/3]*3 -> argmax 0 (wrong): acc .5.
+    # quora p .467 -> 0 (right), .4 -> 0 (right): acc 1.  sts [2, 3] vs [1, 2]: r = 1.
+    metrics = ensemble_metrics(members, labels)
+    assert metrics["sst_acc"] == pytest.approx(.5)
+    assert metrics["quora_acc"] == pytest.approx(1.0)
+    assert metrics["sts_pearson"] == pytest.approx(1.0)
+    assert metrics["overall_cs224n"] == pytest.approx((.5 + 1 + 1) / 3)
+
+
+def test_training_args_round_trip_through_the_command_line():
+    for argv in (["--variant", "bm", "--epochs", "1", "--tasks", "sst"],
+                 ["--variant", "classifier", "--task", "cfimdb", "--mode", "frozen",
+                  "--epochs", "5", "--max-length", "256"],
+                 ["--variant", "cross", "--epochs", "2", "--lr", "3e-05", "--seed", "3"]):
+        config = config_from_args(build_parser().parse_args(argv))
+        as_dict = {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in config.__dict__.items()}
+        again = config_from_args(build_parser().parse_args(training_args(as_dict)))
+        assert again == config, argv

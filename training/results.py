@@ -1,0 +1,302 @@
+"""The published results: one folder per row in `results/`, and the table of them.
+
+    python -m training.results publish runs/cross          # run folder -> results/cross
+    python -m training.results row cross --data-dir DATA   # retrain a row from its command
+    python -m training.results table                       # rewrite the table in results/README.md
+    python -m training.results check --data-dir DATA       # rescore every row from its files
+
+A row folder holds what a reader needs to trust a number without the run
+folder (checkpoints and weights are not committed):
+
+    config.json         every training setting (`TrainConfig` + the variant's definition)
+    metrics.jsonl       per-epoch dev metrics, losses and seconds
+    summary.json        the best epoch's dev metrics (what the table shows)
+    run.json            the command that reproduces the row, wall time, machine
+    learning_curves.png
+    predictions/        CS224N `*-dev-output.csv`, `*-test-output.csv`
+    dev-outputs.npz     raw dev outputs (logits, 0-5 scores) in the dev files' row
+                        order, which `training.ensemble_results` averages into EM
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"
+METRICS = ("sst_acc", "quora_acc", "sts_pearson")
+
+# The paper's dev scores (SST acc, Quora acc, STS r) for the rows it reports;
+# `None` where the paper has no such row or column.
+PAPER = {
+    "bm": ("BM", (.502, .735, .250)),
+    "dps": ("DPS", (.490, .498, .196)),
+    "infonce": ("InfoNCE", (.347, .521, .062)),
+    "mse": ("MSE", (.462, .743, .224)),
+    "dps_mse": ("DPS-MSE", (.496, .775, .633)),
+    "em": ("EM", (.508, .783, .657)),
+    "sst_only": ("SST-only multitask", (.529, .395, .067)),
+    "clf_sst_frozen": ("classifier, SST, frozen", (.391, None, None)),
+    "clf_sst_finetune": ("classifier, SST, fine-tuned", (.535, None, None)),
+    "clf_cfimdb_frozen": ("classifier, CFIMDB, frozen", (.718, None, None)),
+    "clf_cfimdb_finetune": ("classifier, CFIMDB, fine-tuned", (.963, None, None)),
+}
+# Table order; any other row folder follows, alphabetically.
+ROW_ORDER = ("bm", "dps", "infonce", "mse", "dps_mse", "em", "cross", "infonce_plus",
+             "dps_mse_pooled", "sst_only", "clf_sst_frozen", "clf_sst_finetune",
+             "clf_cfimdb_frozen", "clf_cfimdb_finetune")
+TARGETS = (.53, .88, .88)
+
+# TrainConfig field -> `training.run` flag, for the fields a command line sets.
+_FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tasks": "--tasks",
+          "sentiment_task": "--task", "mode": "--mode",
+          "batch_size": "--batch-size", "eval_batch_size": "--eval-batch-size", "lr": "--lr",
+          "head_lr": "--head-lr", "max_length": "--max-length", "buckets": "--buckets",
+          "quora_fraction": "--quora-fraction", "limit": "--limit", "schedule": "--schedule",
+          "warmup_ratio": "--warmup-ratio", "weight_decay": "--weight-decay",
+          "clip_norm": "--clip-norm", "seed": "--seed"}
+
+
+def training_args(config):
+    """The `python -m training.run` arguments that reproduce a run's config.json.
+
+    Every setting that differs from the command line's defaults is spelled
+    out, plus `--variant` and `--epochs`; `--data-dir` and `--out` are left
+    to the caller.
+
+    Example:
+    >>> training_args({"variant": "bm", "epochs": 1, "tasks": ["sst"], "seed": 0})
+    ['--variant', 'bm', '--epochs', '1', '--tasks', 'sst']
+    """
+    from training.run import build_parser, config_from_args
+
+    defaults = dataclasses.asdict(config_from_args(build_parser().parse_args([])))
+    args = []
+    for field, flag in _FLAGS.items():
+        if field not in config:
+            continue
+        value = config[field]
+        if isinstance(value, list):
+            value = tuple(value)
+        if field not in ("variant", "epochs") and value == defaults[field]:
+            continue
+        if field == "variant" and value == "classifier":
+            # The classifier's task and mode are part of what it is.
+            args += ["--variant", "classifier", "--task", config.get("sentiment_task", "sst"),
+                     "--mode", config.get("mode", "finetune")]
+            continue
+        if field in ("sentiment_task", "mode") and config.get("variant") == "classifier":
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        args += [flag, str(value)]
+    return args
+
+
+def machine():
+    """What the numbers were measured on: CPU model, cores, library versions."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
+    """Copies a finished run folder into `results_dir/name` (default: the run folder's name).
+
+    Raises:
+        FileNotFoundError: the run has no summary.json (it has not finished) or
+            lacks a file the row needs.
+    """
+    run_dir, name = Path(run_dir), name or Path(run_dir).name
+    if not (run_dir / "summary.json").is_file():
+        raise FileNotFoundError(f"{run_dir}/summary.json: no such file; the run has not "
+                                f"finished (resume it with training.run --resume)")
+    config = json.loads((run_dir / "config.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    row = Path(results_dir) / name
+    (row / "predictions").mkdir(parents=True, exist_ok=True)
+    for file in ("config.json", "metrics.jsonl", "summary.json", "learning_curves.png"):
+        shutil.copy2(run_dir / file, row / file)
+    for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
+        shutil.copy2(csv_file, row / "predictions" / csv_file.name)
+    _publish_dev_outputs(run_dir / "predictions", row)
+    train_s = sum(h["train_seconds"] for h in history)
+    eval_s = sum(h["eval_seconds"] for h in history)
+    info = {"command": "python -m training.run " + " ".join(training_args(config))
+                       + " --data-dir $KERASBERT_DATA",
+            "args": training_args(config),
+            "epochs": len(history), "train_minutes": round(train_s / 60, 1),
+            "eval_minutes": round(eval_s / 60, 1), "machine": machine()}
+    if note:
+        info["note"] = note
+    (row / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    return row
+
+
+def _publish_dev_outputs(pred_dir, row):
+    """Raw dev outputs, reordered to the rows of the dev prediction files, without ids."""
+    from training.predictions import PREDICTION_FILES, read_predictions
+
+    source = pred_dir / "dev-outputs.npz"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file; rescore the run with "
+                                f"`python -m training.run --out {pred_dir.parent} --resume`")
+    raw = np.load(source)
+    arrays = {}
+    for key in raw.files:
+        if not key.endswith("_outputs"):
+            continue
+        task = key[: -len("_outputs")]
+        order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
+        stem = PREDICTION_FILES[task][0]
+        file_ids = list(read_predictions(pred_dir / f"{stem}-dev-output.csv"))
+        arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
+    np.savez_compressed(row / "dev-outputs.npz", **arrays)
+
+
+def rows(results_dir=RESULTS_DIR):
+    """Row folders (those with a summary.json) in table order."""
+    found = {p.name: p for p in Path(results_dir).iterdir() if (p / "summary.json").is_file()}
+    order = [n for n in ROW_ORDER if n in found] + sorted(n for n in found if n not in ROW_ORDER)
+    return [found[n] for n in order]
+
+
+def _fmt(value):
+    return "" if value is None else f"{value:.3f}".lstrip("0").replace("-0.", "-.")
+
+
+def table(results_dir=RESULTS_DIR):
+    """The markdown table of every row: ours beside the paper's, with the targets."""
+    lines = ["| row | paper row | epochs | SST acc | Quora acc | STS r | overall mean "
+             "| CS224N overall | paper SST / Quora / STS | min/epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows(results_dir):
+        summary = json.loads((row / "summary.json").read_text())
+        best = summary["best"]
+        ours = [best.get(m, best.get("cfimdb_acc") if m == "sst_acc" else None) for m in METRICS]
+        paper_name, paper = PAPER.get(row.name, ("", (None, None, None)))
+        cells = []
+        for value, reference in zip(ours, paper):
+            cell = _fmt(value)
+            if value is not None and reference is not None:
+                cell += " ✓" if value > reference else " ✗"
+            cells.append(cell)
+        label = f"`{row.name}`"
+        if summary.get("members"):
+            label += " = " + " + ".join(f"`{m}`" for m in summary["members"])
+        lines.append(
+            f"| {label} | {paper_name} | {summary.get('epochs') or ''} | " + " | ".join(cells)
+            + f" | {_fmt(best.get('overall_mean'))} | {_fmt(best.get('overall_cs224n'))} | "
+            + " / ".join(_fmt(p) if p is not None else "–" for p in paper)
+            + f" | {summary.get('minutes_per_epoch') or ''} |")
+    lines.append("| target (issue 5, for EM) | | | " + " | ".join(_fmt(t) for t in TARGETS)
+                 + " | | | | |")
+    return "\n".join(lines)
+
+
+def write_table(readme=None, results_dir=RESULTS_DIR):
+    """Replaces the text between the table markers of results/README.md."""
+    readme = Path(readme or Path(results_dir) / "README.md")
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise ValueError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to replace")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_START}\n{table(results_dir)}\n{TABLE_END}{tail}")
+    return readme
+
+
+def rescore(row, data_dir):
+    """Dev metrics recomputed from a row's prediction files and the dev labels.
+
+    Returns `{metric: (from files, from summary.json)}`; the CSVs round STS
+    scores to 4 decimals, so the two agree to ~1e-4, not exactly.
+    """
+    from training.metrics import METRIC_NAMES, task_metric
+    from training.predictions import PREDICTION_FILES, read_predictions
+    from training.readers import load_split
+
+    best = json.loads((Path(row) / "summary.json").read_text())["best"]
+    out = {}
+    for task, metric in METRIC_NAMES.items():
+        path = Path(row) / "predictions" / f"{PREDICTION_FILES[task][0]}-dev-output.csv"
+        if metric not in best or not path.is_file():
+            continue
+        predicted = read_predictions(path)
+        dev = load_split(task, "dev", data_dir)
+        missing = [i for i in dev.ids if i not in predicted]
+        if missing or len(predicted) != len(dev.ids):
+            raise ValueError(f"{path}: {len(predicted)} rows for {len(dev.ids)} dev examples "
+                             f"({len(missing)} dev ids missing, e.g. {missing[:1]})")
+        values = np.array([predicted[i] for i in dev.ids])
+        out[metric] = (task_metric(task, values, dev.labels), best[metric])
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("publish", help="copy a finished run folder into results/")
+    p.add_argument("run_dir")
+    p.add_argument("--name", help="row name (default: the run folder's name)")
+    p.add_argument("--note", help="how the run was made, e.g. threads or load")
+    p = sub.add_parser("row", help="retrain a row from its recorded command, then publish it")
+    p.add_argument("name", help="a row folder in results/, or a variant name for a new row")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--runs", default="runs", help="where the run folder goes (runs/)")
+    sub.add_parser("table", help="rewrite the table in results/README.md")
+    p = sub.add_parser("check", help="rescore every row from its prediction files")
+    p.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+
+    if args.command == "publish":
+        print(publish(args.run_dir, args.name, note=args.note))
+    elif args.command == "row":
+        from training import run
+        from training.readers import resolve_data_dir
+
+        recorded = RESULTS_DIR / args.name / "run.json"
+        train_args = (json.loads(recorded.read_text())["args"] if recorded.is_file()
+                      else ["--variant", args.name])
+        out = Path(args.runs) / args.name
+        code = run.main(train_args + ["--data-dir", str(resolve_data_dir(args.data_dir)),
+                                      "--out", str(out)] + (["--resume"] if out.exists() else []))
+        if code:
+            return code
+        publish(out, args.name)
+        print(write_table())
+    elif args.command == "table":
+        print(write_table())
+    else:
+        from training.readers import resolve_data_dir
+
+        data_dir = resolve_data_dir(args.data_dir)
+        for row in rows():
+            for metric, (files, summary) in rescore(row, data_dir).items():
+                flag = "ok" if abs(files - summary) < 1e-3 else "MISMATCH"
+                print(f"{row.name:<22} {metric:<12} files {files:.4f} summary {summary:.4f} {flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
