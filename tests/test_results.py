@@ -54,6 +54,11 @@ def test_row_files_parse_and_agree(row):
         want = config[field] if not isinstance(config[field], list) else tuple(config[field])
         assert getattr(rebuilt, field) == want, field
     assert (row / "learning_curves.png").stat().st_size > 1000
+    with open(row / "train_loss.csv", newline="") as f:
+        logged_losses = list(csv.DictReader(f))
+    assert logged_losses and {r["task"] for r in logged_losses} <= {"sst", "cfimdb", "quora", "sts"}
+    assert all(np.isfinite(float(r["loss"])) for r in logged_losses)
+    assert max(int(r["step"]) for r in logged_losses) <= history[-1]["step"]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)

@@ -426,6 +426,8 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
     for task, stem in (("sst", "sst"), ("quora", "para"), ("sts", "sts")):
         in_file = list(read_predictions(row / "predictions" / f"{stem}-dev-output.csv").values())
         np.testing.assert_allclose(predicted_labels(task, raw[task]), in_file, atol=6e-5)
+    logged = (row / "train_loss.csv").read_text().splitlines()
+    assert logged[0] == "step,task,loss" and len(logged) > 1
     info = json.loads((row / "run.json").read_text())
     assert info["args"][:4] == ["--variant", "dps_mse", "--epochs", str(EPOCHS)]
     assert "--lr" in info["args"] and info["note"] == "tiny test run"

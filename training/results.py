@@ -11,6 +11,7 @@ folder (checkpoints and weights are not committed):
     config.json         every training setting (`TrainConfig` + the variant's definition)
     metrics.jsonl       per-epoch dev metrics, losses and seconds
     summary.json        the best epoch's dev metrics (what the table shows)
+    train_loss.csv      per-step task losses as logged to TensorBoard
     run.json            the command that reproduces the row, wall time, machine
     learning_curves.png
     predictions/        CS224N `*-dev-output.csv`, `*-test-output.csv`
@@ -139,6 +140,7 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
         shutil.copy2(csv_file, row / "predictions" / csv_file.name)
     _publish_dev_outputs(run_dir / "predictions", row)
+    _publish_train_loss(run_dir / "tensorboard", row / "train_loss.csv")
     train_s = sum(h["train_seconds"] for h in history)
     eval_s = sum(h["eval_seconds"] for h in history)
     info = {"command": "python -m training.run " + " ".join(training_args(config))
@@ -171,6 +173,74 @@ def _publish_dev_outputs(pred_dir, row):
         file_ids = list(read_predictions(pred_dir / f"{stem}-dev-output.csv"))
         arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
     np.savez_compressed(row / "dev-outputs.npz", **arrays)
+
+
+def _publish_train_loss(tensorboard_dir, path):
+    """The logged per-step task losses (TensorBoard `loss/*`) as `step,task,loss` rows.
+
+    A resumed run logs some steps twice; the last value of a step wins.
+    """
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    losses = {}
+    for events in sorted(Path(tensorboard_dir).glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(events)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag.startswith("loss/"):
+                    losses[(event.step, value.tag[5:])] = float(tf.make_ndarray(value.tensor))
+    with open(path, "w") as f:
+        f.write("step,task,loss\n")
+        for (step, task), loss in sorted(losses.items()):
+            f.write(f"{step},{task},{loss:.5f}\n")
+
+
+def plot_curves(path=None, results_dir=RESULTS_DIR, smooth=0.6):
+    """One figure of every row: per-task training loss by step, dev CS224N overall by epoch.
+
+    Losses are smoothed by an exponential moving average (`smooth`); they are
+    comparable across rows only where the loss is the same (the STS panel
+    mixes BCE, MSE and InfoNCE: see each row's variant).
+    """
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path or Path(results_dir) / "learning_curves.png")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for i, row in enumerate(r for r in rows(results_dir) if (r / "train_loss.csv").is_file()):
+        colour = f"C{i % 10}"
+        with open(row / "train_loss.csv") as f:
+            records = list(csv.DictReader(f))
+        for ax, task in zip(axes, ("sst", "quora", "sts")):
+            points = [(int(r["step"]), float(r["loss"])) for r in records if r["task"] == task]
+            if not points:
+                continue
+            ema, smoothed = points[0][1], []
+            for _, loss in points:
+                ema = smooth * ema + (1 - smooth) * loss
+                smoothed.append(ema)
+            ax.plot([p[0] for p in points], smoothed, color=colour, label=row.name)
+        history = [json.loads(line) for line in (row / "metrics.jsonl").read_text().splitlines()]
+        scores = [h["dev"].get("overall_cs224n") for h in history]
+        if all(s is not None for s in scores):
+            axes[3].plot([h["epoch"] for h in history], scores, "o-", color=colour,
+                         label=row.name)
+    for ax, task in zip(axes, ("sst", "quora", "sts")):
+        ax.set(title=f"{task} training loss (EMA {smooth})", xlabel="step")
+    axes[3].set(title="dev CS224N overall", xlabel="epoch")
+    axes[3].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in axes:
+        ax.grid(alpha=.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def rows(results_dir=RESULTS_DIR):
@@ -264,7 +334,8 @@ def main(argv=None):
     p.add_argument("name", help="a row folder in results/, or a variant name for a new row")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs", help="where the run folder goes (runs/)")
-    sub.add_parser("table", help="rewrite the table in results/README.md")
+    sub.add_parser("table", help="rewrite the table in results/README.md and "
+                                 "results/learning_curves.png")
     p = sub.add_parser("check", help="rescore every row from its prediction files")
     p.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
@@ -285,8 +356,10 @@ def main(argv=None):
             return code
         publish(out, args.name)
         print(write_table())
+        print(plot_curves())
     elif args.command == "table":
         print(write_table())
+        print(plot_curves())
     else:
         from training.readers import resolve_data_dir
 
