@@ -108,8 +108,12 @@ def plot_size_curve(curve, path, paper_em=(.508, .783, .657)):
     plt.close(fig)
 
 
-def write_test_predictions(run_dirs, pred_dir, data_dir):
-    """Test-student predictions of the Keras ensemble of `run_dirs` (the weights)."""
+def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
+    """Test-student predictions of the ensemble of `run_dirs` (the members' weights).
+
+    Runs the export's own graph functions (`*_from_ids`, padding trimmed per
+    batch) on batches of similar length, so it costs the real tokens only.
+    """
     from export.multitask_ensemble import MultitaskEnsemble
 
     ensemble = MultitaskEnsemble.from_runs(run_dirs)
@@ -119,13 +123,26 @@ def write_test_predictions(run_dirs, pred_dir, data_dir):
         except FileNotFoundError as e:
             print(f"no {task} test predictions: {e}", file=sys.stderr)
             continue
-        if task == "sst":
-            out = ensemble.reference("sentiment", test.texts)
-        else:
-            out = ensemble.reference("paraphrase" if task == "quora" else "similarity",
-                                     test.texts_a, test.texts_b)
-            if task == "quora":
-                out = np.log(out) - np.log1p(-out)
+        pair = task != "sst"
+        lengths = ([len(a) + len(b) for a, b in zip(test.texts_a, test.texts_b)] if pair
+                   else [len(t) for t in test.texts])
+        order = np.argsort(lengths, kind="stable")
+        out = None
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            if pair:
+                encodings, _ = ensemble._encode_text_pairs([test.texts_a[i] for i in index],
+                                                           [test.texts_b[i] for i in index])
+                name = "paraphrase" if task == "quora" else "similarity"
+                values = getattr(ensemble, f"{name}_from_ids")(encodings).numpy()
+            else:
+                encoding, _ = ensemble._encode_text([test.texts[i] for i in index])
+                values = ensemble.sentiment_from_ids(encoding).numpy()
+            if out is None:
+                out = np.zeros((len(order),) + values.shape[1:], np.float64)
+            out[index] = values
+        if task == "quora":
+            out = np.log(out) - np.log1p(-out)
         write_predictions(pred_dir, task, "test", test.ids, predicted_labels(task, out))
 
 

@@ -6,6 +6,7 @@ against the dev labels and compare with the numbers the table shows.
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -135,3 +136,29 @@ def test_training_args_round_trip_through_the_command_line():
                    for k, v in config.__dict__.items()}
         again = config_from_args(build_parser().parse_args(training_args(as_dict)))
         assert again == config, argv
+
+
+def test_em_test_predictions_are_the_ensemble_mean(tiny_data_dir, tmp_path):
+    from test_export_fixtures import MEMBERS, expected_outputs, make_run
+
+    from export.ensemble_results import write_test_predictions
+
+    runs = [make_run(tmp_path / name, seed=i + 1, **kwargs)
+            for i, (name, kwargs) in enumerate(MEMBERS.items())]
+    # The tiny data, plus a quora test file (these machines have none) made from its dev file.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    shutil.copy(data / "quora-dev.csv", data / "quora-test-student.csv")
+    write_test_predictions(runs, tmp_path / "predictions", data, batch_size=5)
+    for task, name, stem in (("sst", "sentiment", "sst"), ("quora", "paraphrase", "para"),
+                             ("sts", "similarity", "sts")):
+        test = load_split(task, "test", data)
+        texts = (test.texts,) if task == "sst" else (test.texts_a, test.texts_b)
+        want = expected_outputs(runs, name, *texts)
+        got = read_predictions(tmp_path / "predictions" / f"{stem}-test-output.csv")
+        assert list(got) == list(test.ids)
+        if task == "sst":
+            want = want.argmax(-1)
+        elif task == "quora":
+            want = (want > 0.5).astype(int)
+        np.testing.assert_allclose(list(got.values()), want, atol=6e-5, err_msg=task)
