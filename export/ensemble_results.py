@@ -101,7 +101,7 @@ def plot_size_curve(curve, path, paper_em=(.508, .783, .657)):
     ax.set_xlabel("ensemble size (members added best-first)")
     ax.set_ylabel("dev score")
     ax.set_title("EM: dev score by ensemble size (dotted: paper EM)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center right")
     ax.grid(alpha=.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
