@@ -56,14 +56,19 @@ def member_probabilities(row, dev_ids):
     return out
 
 
+def ensemble_predictions(task, mean):
+    """The CS224N predictions of an ensemble's mean probabilities / scores for `task`."""
+    if task == "quora":
+        mean = np.log(mean) - np.log1p(-mean)  # back to a logit: > 0 iff p > 0.5
+    return predicted_labels(task, mean)
+
+
 def ensemble_metrics(members, labels):
     """Dev metrics of the mean of `members` (each from `member_probabilities`)."""
     metrics = {}
     for task in TASKS:
         mean = np.mean([m[task] for m in members], axis=0)
-        if task == "quora":
-            mean = np.log(mean) - np.log1p(-mean)  # back to a logit: > 0 iff p > 0.5
-        metrics[METRIC[task]] = task_metric(task, predicted_labels(task, mean), labels[task])
+        metrics[METRIC[task]] = task_metric(task, ensemble_predictions(task, mean), labels[task])
     metrics.update(overall_scores(metrics))
     return metrics
 
@@ -141,9 +146,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
             if out is None:
                 out = np.zeros((len(order),) + values.shape[1:], np.float64)
             out[index] = values
-        if task == "quora":
-            out = np.log(out) - np.log1p(-out)
-        write_predictions(pred_dir, task, "test", test.ids, predicted_labels(task, out))
+        write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, out))
 
 
 def main(argv=None):
@@ -173,10 +176,8 @@ def main(argv=None):
     (row / "ensemble_size.json").write_text(json.dumps(curve, indent=2) + "\n")
     for task in TASKS:
         mean = np.mean([probs[n][task] for n in chosen["members"]], axis=0)
-        if task == "quora":
-            mean = np.log(mean) - np.log1p(-mean)
         write_predictions(row / "predictions", task, "dev", dev[task].ids,
-                          predicted_labels(task, mean))
+                          ensemble_predictions(task, mean))
     if args.runs:
         write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
                                row / "predictions", data_dir)
