@@ -101,6 +101,12 @@ class MultitaskBert(keras.Model):
         projection_dim: r, the width of the projections used by dot/cosine
             heads; `None` compares the sentence vectors themselves.
         shared_projection: one projection for both pair tasks, or one each.
+        paraphrase_logit_init: `(scale, threshold)`: the paraphrase affine
+            starts as `scale * (score - threshold)` instead of the identity.
+            The affine is two scalars that Adam moves by about the learning
+            rate per step, so from the identity a cosine head (scores in
+            [-1, 1]) cannot reach a steep, offset logit within an epoch:
+            the ranking is learned but the decision stays at cosine 0.
         num_sentiment_classes: 5 for SST, 2 for CFIMDB.
         dropout: dropout on sentence vectors before the heads.
 
@@ -128,6 +134,7 @@ class MultitaskBert(keras.Model):
         similarity_output="sigmoid",
         projection_dim=None,
         shared_projection=True,
+        paraphrase_logit_init=None,
         num_sentiment_classes=5,
         dropout=0.1,
         **kwargs,
@@ -156,9 +163,21 @@ class MultitaskBert(keras.Model):
                 projections[task] = shared or dense(projection_dim, f"{task}_projection")
         para_dense = dense(1, "paraphrase_dense")
         sim_dense = dense(1, "similarity_dense")
-        # Scalar affine on dot/cosine scores; starts as the identity.
-        affine = {task: keras.layers.Dense(1, kernel_initializer="ones", name=f"{task}_score_affine")
-                  for task in ("paraphrase", "similarity")}
+        # Scalar affine on dot/cosine scores; starts as the identity unless
+        # the paraphrase logit is given a starting scale and threshold.
+        if paraphrase_logit_init is not None:
+            paraphrase_logit_init = tuple(float(x) for x in paraphrase_logit_init)
+            if len(paraphrase_logit_init) != 2:
+                raise ValueError("paraphrase_logit_init must be (scale, threshold), "
+                                 f"got {paraphrase_logit_init!r}")
+        scale, threshold = paraphrase_logit_init or (1.0, 0.0)
+        affine = {
+            "paraphrase": keras.layers.Dense(
+                1, kernel_initializer=keras.initializers.Constant(scale),
+                bias_initializer=keras.initializers.Constant(-scale * threshold),
+                name="paraphrase_score_affine"),
+            "similarity": keras.layers.Dense(1, kernel_initializer="ones", name="similarity_score_affine"),
+        }
 
         def embed(inputs):
             out = backbone(inputs)
@@ -223,6 +242,7 @@ class MultitaskBert(keras.Model):
         self.similarity_output = similarity_output
         self.projection_dim = projection_dim
         self.shared_projection = shared_projection
+        self.paraphrase_logit_init = paraphrase_logit_init
         self.num_sentiment_classes = num_sentiment_classes
         self.dropout = dropout
 
@@ -270,6 +290,7 @@ class MultitaskBert(keras.Model):
             "similarity_output": self.similarity_output,
             "projection_dim": self.projection_dim,
             "shared_projection": self.shared_projection,
+            "paraphrase_logit_init": self.paraphrase_logit_init,
             "num_sentiment_classes": self.num_sentiment_classes,
             "dropout": self.dropout,
         }

@@ -265,3 +265,26 @@ def test_config_json_is_plain_json(tmp_path):
     BertConfig.tiny().save(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["vocab_size"] == 99 and data["num_hidden_layers"] == 2
+
+
+def test_paraphrase_logit_init_is_scale_times_cosine_minus_threshold(backbone, config):
+    from kerasbert import MultitaskBert
+
+    model = MultitaskBert(backbone, pooling="mean", paraphrase_head="cosine",
+                          similarity_head="cosine", similarity_output="relu",
+                          projection_dim=8, paraphrase_logit_init=(10.0, 0.5))
+    a, b = _batch(config, seed=2), _batch(config, seed=3)
+    out = model.task_model("paraphrase_with_vectors")({"a": a, "b": b})
+    u, v = np.asarray(out["a"], np.float64), np.asarray(out["b"], np.float64)
+    cosine = np.sum(u * v, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+    np.testing.assert_allclose(np.asarray(out["paraphrase"]), 10.0 * (cosine - 0.5), atol=1e-4)
+    # The similarity head is untouched: 5 * relu(cosine).
+    sim = model.task_model("similarity")({"a": a, "b": b})
+    np.testing.assert_allclose(np.asarray(sim), 5.0 * np.maximum(cosine, 0.0), atol=1e-5)
+
+    clone = MultitaskBert.from_config(json.loads(json.dumps(model.get_config())))
+    assert clone.paraphrase_logit_init == (10.0, 0.5)
+    default = MultitaskBert(backbone, paraphrase_head="cosine", projection_dim=8)
+    assert default.get_layer("paraphrase_score_affine").get_weights()[0].item() == 1.0
+    with pytest.raises(ValueError, match="scale, threshold"):
+        MultitaskBert(backbone, paraphrase_head="cosine", paraphrase_logit_init=(10.0,))
