@@ -130,6 +130,7 @@ def test_training_args_round_trip_through_the_command_line():
     for argv in (["--variant", "bm", "--epochs", "1", "--tasks", "sst"],
                  ["--variant", "classifier", "--task", "cfimdb", "--mode", "frozen",
                   "--epochs", "5", "--max-length", "256"],
+                 ["--variant", "classifier_mean", "--task", "sst", "--mode", "frozen", "--epochs", "5"],
                  ["--variant", "cross", "--epochs", "2", "--lr", "3e-05", "--seed", "3"]):
         config = config_from_args(build_parser().parse_args(argv))
         as_dict = {k: (list(v) if isinstance(v, tuple) else v)

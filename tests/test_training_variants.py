@@ -115,7 +115,7 @@ def test_variant_trains_under_xla(variant_results, name):
     result = variant_results[name]
     assert "error" not in result, result.get("error")
     variant = VARIANTS[name]
-    expected = ["sst"] if name == "classifier" else list(variant.tasks)
+    expected = ["sst"] if variant.single_task else list(variant.tasks)
     assert result["train_tasks"] == expected
     assert result["jit"] is True
     for task in expected:
@@ -137,8 +137,9 @@ def test_variant_trains_under_xla(variant_results, name):
         assert last < first - 1e-4 * max(1.0, abs(first)), f"{name}/{task}: {losses}"
 
 
-def test_classifier_trains_sentiment_only(variant_results):
-    assert set(variant_results["classifier"]) == {"train_tasks", "jit", "sst"}
+@pytest.mark.parametrize("name", ["classifier", "classifier_mean"])
+def test_classifier_trains_sentiment_only(variant_results, name):
+    assert set(variant_results[name]) == {"train_tasks", "jit", "sst"}
 
 
 def _finite(value):

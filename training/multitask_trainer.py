@@ -86,7 +86,7 @@ class MultitaskTrainer:
         sentiment = config.sentiment_task
         if sentiment not in SENTIMENT_CLASSES:
             raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
-        if self.variant.name == "classifier":
+        if self.variant.single_task:
             self.train_tasks = (sentiment,)
             self.eval_tasks = (sentiment,)
         else:

@@ -79,6 +79,7 @@ def build_parser():
 
 def config_from_args(args):
     from training.train_config import TrainConfig
+    from training.variants import VARIANTS
 
     buckets = None
     if args.buckets != "auto":
@@ -88,10 +89,11 @@ def config_from_args(args):
             raise SystemExit(f"--buckets must be 'auto' or comma-separated integers, "
                              f"got {args.buckets!r}")
     tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
+    single_task = args.variant in VARIANTS and VARIANTS[args.variant].single_task
     return TrainConfig(
         variant=args.variant, data_dir=args.data_dir,
-        out=args.out or os.path.join("runs", args.variant if args.variant != "classifier"
-                                     else f"classifier-{args.task}-{args.mode}"),
+        out=args.out or os.path.join("runs", f"{args.variant}-{args.task}-{args.mode}" if single_task
+                                     else args.variant),
         model=args.model, tasks=tasks, sentiment_task=args.task, mode=args.mode,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         lr=args.lr, head_lr=args.head_lr, max_length=args.max_length, buckets=buckets,

@@ -33,6 +33,8 @@ class Variant:
         quora_positives: also train InfoNCE on Quora duplicates.
         infonce_mse_weight: weight of an added MSE term on STS (0: pure InfoNCE).
         tasks: datasets trained on.
+        single_task: a sentiment classifier (`--task sst|cfimdb`): trains and
+            evaluates that task alone, with no CS224N overall score.
         lr: default peak learning rate.
         frozen_encoder: train the heads only.
     """
@@ -57,6 +59,7 @@ class Variant:
     tasks: tuple = TASK_NAMES
     lr: float = 5e-5
     frozen_encoder: bool = False
+    single_task: bool = False
 
     def __post_init__(self):
         if self.similarity_loss not in ("bce_threshold", "mse", "infonce"):
@@ -127,7 +130,13 @@ VARIANTS = {v.name: v for v in (
         similarity_output="relu", projection_dim=128, similarity_loss="mse"),
     Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
-        paper="single-task classifier", tasks=("sst",)),
+        paper="single-task classifier", tasks=("sst",), single_task=True),
+    Variant(
+        "classifier_mean", "the single-task classifier on the masked mean of the tokens",
+        paper="beyond paper: classifier on mean pooling", tasks=("sst",), single_task=True,
+        # MiniLM's tanh pooler was never trained (its sentence vector is the
+        # mean), so a frozen encoder's pooled [CLS] carries little sentiment.
+        pooling="mean"),
 )}
 
 
