@@ -5,7 +5,8 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score
 
-from training.metrics import METRIC_NAMES, overall_scores, predicted_labels, task_metric
+from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
+                              task_metric)
 
 
 def test_metric_names():
@@ -63,6 +64,18 @@ def test_overall_scores_partial():
     assert overall_scores({"sst_acc": 0.4, "sts_pearson": 0.2}) == {
         "overall_mean": pytest.approx(0.3)}
     assert overall_scores({"cfimdb_acc": 0.9}) == {}
+
+
+def test_selection_score_falls_back_to_the_one_metric_there_is():
+    full = {"sst_acc": .5, "quora_acc": .8, "sts_pearson": .6}
+    full.update(overall_scores(full))
+    assert selection_score(full) == pytest.approx((.5 + .8 + .8) / 3)
+    assert selection_score({"sst_acc": .42, **overall_scores({"sst_acc": .42})}) == .42
+    # Regression: a CFIMDB classifier had no score, so every epoch counted as
+    # "best" and the last one was kept (.629 where epoch 4 had .633).
+    assert selection_score({"cfimdb_acc": .633}) == .633
+    with pytest.raises(ValueError, match="no dev score"):
+        selection_score({})
 
 
 def test_predicted_labels():

@@ -27,6 +27,19 @@ def task_metric(task, predictions, labels):
     return float(np.mean(predictions == labels.astype(np.int64)))
 
 
+def selection_score(metrics):
+    """The dev score that picks the best epoch: CS224N overall when all three
+    tasks are scored, else the plain mean, else a lone CFIMDB accuracy.
+
+    >>> selection_score({"cfimdb_acc": 0.7})
+    0.7
+    """
+    for key in ("overall_cs224n", "overall_mean", "cfimdb_acc"):
+        if key in metrics:
+            return metrics[key]
+    raise ValueError(f"no dev score to select an epoch by in {sorted(metrics)}")
+
+
 def overall_scores(metrics):
     """Both overall scores over whichever of SST / Quora / STS are present.
 

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 import kerasbert
 from training import losses
-from training.metrics import METRIC_NAMES, overall_scores, predicted_labels, task_metric
+from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
+                              task_metric)
 from training.pipelines import TaskBatches
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
@@ -309,9 +310,6 @@ class MultitaskTrainer:
         metrics.update(overall_scores(metrics))
         return metrics, predictions
 
-    def _selection_score(self, metrics):
-        return metrics.get("overall_cs224n", metrics.get("overall_mean"))
-
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, state):
         folder = self.out / CHECKPOINT_DIR
@@ -443,7 +441,7 @@ class MultitaskTrainer:
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
-            score = self._selection_score(metrics)
+            score = selection_score(metrics)
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
