@@ -15,8 +15,8 @@ from export.ensemble_results import ensemble_metrics, size_curve
 from training.metrics import predicted_labels
 from training.predictions import PREDICTION_FILES, read_predictions
 from training.readers import load_split
-from training.results import (RESULTS_DIR, TABLE_END, TABLE_START, rescore, rows, table,
-                              training_args)
+from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
+                              em_size_table, rescore, rows, table, training_args)
 from training.run import build_parser, config_from_args
 
 ROWS = rows()
@@ -34,6 +34,10 @@ def test_there_are_rows_and_the_readme_table_is_current():
     readme = (RESULTS_DIR / "README.md").read_text()
     current = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
     assert current == table(), "results/README.md is stale: run python -m training.results table"
+    sizes = readme.split(EM_SIZES_START, 1)[1].split(EM_SIZES_END, 1)[0].strip()
+    assert sizes == em_size_table(), "the EM size table is stale: run python -m training.results table"
+    chosen = json.loads((RESULTS_DIR / "em" / "run.json").read_text())["chosen_size"]
+    assert f"| **{chosen} (EM)** |" in sizes
 
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)

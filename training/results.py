@@ -32,6 +32,7 @@ import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"
+EM_SIZES_START, EM_SIZES_END = "<!-- em-sizes -->", "<!-- /em-sizes -->"
 METRICS = ("sst_acc", "quora_acc", "sts_pearson")
 
 # The paper's dev scores (SST acc, Quora acc, STS r) for the rows it reports;
@@ -81,11 +82,11 @@ def training_args(config):
     ['--variant', 'bm', '--epochs', '1', '--tasks', 'sst']
     """
     from training.run import build_parser, config_from_args
-    from training.variants import VARIANTS
+    from training.variants import get_variant
 
     defaults = dataclasses.asdict(config_from_args(build_parser().parse_args([])))
     args = []
-    single_task = config.get("variant") in VARIANTS and VARIANTS[config["variant"]].single_task
+    single_task = "variant" in config and get_variant(config["variant"]).single_task
     for field, flag in _FLAGS.items():
         if field not in config:
             continue
@@ -289,15 +290,42 @@ def table(results_dir=RESULTS_DIR):
     return "\n".join(lines)
 
 
+def em_size_table(results_dir=RESULTS_DIR):
+    """The markdown table of EM's dev scores by ensemble size, the chosen size in bold."""
+    em = Path(results_dir) / "em"
+    curve = json.loads((em / "ensemble_size.json").read_text())
+    chosen = json.loads((em / "run.json").read_text())["chosen_size"]
+    lines = ["| size | members added | SST | Quora | STS r | CS224N overall |",
+             "|---|---|---|---|---|---|"]
+    for point in curve:
+        added = ("" if point["size"] == 1 else "+ ") + f"`{point['members'][-1]}`"
+        cells = [_fmt(point["dev"][m]) for m in (*METRICS, "overall_cs224n")]
+        size = str(point["size"])
+        if point["size"] == chosen:
+            size, cells = f"**{size} (EM)**", [f"**{c}**" for c in cells]
+        lines.append(f"| {size} | {added} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _generated_sections(results_dir):
+    """(start marker, end marker, body) of each generated part of results/README.md."""
+    sections = [(TABLE_START, TABLE_END, table(results_dir))]
+    if (Path(results_dir) / "em" / "ensemble_size.json").is_file():
+        sections.append((EM_SIZES_START, EM_SIZES_END, em_size_table(results_dir)))
+    return sections
+
+
 def write_table(readme=None, results_dir=RESULTS_DIR):
-    """Replaces the text between the table markers of results/README.md."""
+    """Rewrites the generated parts of results/README.md: the table and EM's size table."""
     readme = Path(readme or Path(results_dir) / "README.md")
     text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise ValueError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to replace")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(f"{head}{TABLE_START}\n{table(results_dir)}\n{TABLE_END}{tail}")
+    for start, end, body in _generated_sections(results_dir):
+        if start not in text or end not in text:
+            raise ValueError(f"{readme}: no {start} ... {end} markers to replace")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    readme.write_text(text)
     return readme
 
 

@@ -79,7 +79,7 @@ def build_parser():
 
 def config_from_args(args):
     from training.train_config import TrainConfig
-    from training.variants import VARIANTS
+    from training.variants import get_variant
 
     buckets = None
     if args.buckets != "auto":
@@ -89,7 +89,7 @@ def config_from_args(args):
             raise SystemExit(f"--buckets must be 'auto' or comma-separated integers, "
                              f"got {args.buckets!r}")
     tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
-    single_task = args.variant in VARIANTS and VARIANTS[args.variant].single_task
+    single_task = get_variant(args.variant).single_task
     return TrainConfig(
         variant=args.variant, data_dir=args.data_dir,
         out=args.out or os.path.join("runs", f"{args.variant}-{args.task}-{args.mode}" if single_task
