@@ -431,3 +431,11 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
     info = json.loads((row / "run.json").read_text())
     assert info["args"][:4] == ["--variant", "dps_mse", "--epochs", str(EPOCHS)]
     assert "--lr" in info["args"] and info["note"] == "tiny test run"
+    # The published config keeps every setting but none of this machine's paths.
+    config = json.loads((row / "config.json").read_text())
+    trained = json.loads((runs["a_out"] / "config.json").read_text())
+    assert config["data_dir"] == "$KERASBERT_DATA" and config["out"] == "runs/tiny"
+    assert {k: v for k, v in config.items() if k not in ("data_dir", "out")} == \
+        {k: v for k, v in trained.items() if k not in ("data_dir", "out")}
+    text = (row / "config.json").read_text()
+    assert str(runs["a_out"]) not in text and str(tiny_data_dir) not in text

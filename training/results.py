@@ -8,7 +8,8 @@
 A row folder holds what a reader needs to trust a number without the run
 folder (checkpoints and weights are not committed):
 
-    config.json         every training setting (`TrainConfig` + the variant's definition)
+    config.json         every training setting (`TrainConfig` + the variant's definition),
+                        with the machine's paths written as `$KERASBERT_DATA` and `runs/ROW`
     metrics.jsonl       per-epoch dev metrics, losses and seconds
     summary.json        the best epoch's dev metrics (what the table shows)
     train_loss.csv      per-step task losses as logged to TensorBoard
@@ -126,6 +127,19 @@ def machine():
             "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def portable_config(config, name):
+    """`config` without this machine's paths: where a row trained says nothing about it.
+
+    The data folder becomes `$KERASBERT_DATA` and the run folder `runs/NAME`,
+    the places `run.json`'s command and `make results` use.
+
+    Example:
+    >>> portable_config({"data_dir": "/home/me/data", "out": "/tmp/x.new", "epochs": 3}, "bm")
+    {'data_dir': '$KERASBERT_DATA', 'out': 'runs/bm', 'epochs': 3}
+    """
+    return {**config, "data_dir": "$KERASBERT_DATA", "out": f"runs/{name}"}
+
+
 def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     """Copies a finished run folder into `results_dir/name` (default: the run folder's name).
 
@@ -142,7 +156,8 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
                if line.strip()]
     row = Path(results_dir) / name
     (row / "predictions").mkdir(parents=True, exist_ok=True)
-    for file in ("config.json", "metrics.jsonl", "summary.json", "learning_curves.png"):
+    (row / "config.json").write_text(json.dumps(portable_config(config, name), indent=2) + "\n")
+    for file in ("metrics.jsonl", "summary.json", "learning_curves.png"):
         shutil.copy2(run_dir / file, row / file)
     for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
         shutil.copy2(csv_file, row / "predictions" / csv_file.name)
