@@ -78,6 +78,25 @@ def test_selection_score_falls_back_to_the_one_metric_there_is():
         selection_score({})
 
 
+def test_selection_score_counts_only_the_trained_tasks():
+    # The first SST-only 5-epoch run's dev metrics after epochs 1 and 2: its
+    # untrained Quora and STS heads drifted, so the three-task overall picked
+    # epoch 1 although SST, the one task it trains, was better at epoch 2.
+    epoch1 = {"sst_acc": .4478, "quora_acc": .4166, "sts_pearson": .0458}
+    epoch2 = {"sst_acc": .4614, "quora_acc": .3851, "sts_pearson": .0577}
+    for m in (epoch1, epoch2):
+        m.update(overall_scores(m))
+    assert selection_score(epoch1) > selection_score(epoch2)
+    assert selection_score(epoch1, ["sst"]) == pytest.approx(.4478)
+    assert selection_score(epoch2, ["sst"]) == pytest.approx(.4614)
+    # STS enters as (r + 1) / 2, as in the CS224N overall.
+    assert selection_score(epoch1, ["quora", "sts"]) == pytest.approx((.4166 + 1.0458 / 2) / 2)
+    assert selection_score(epoch1, ["sst", "quora", "sts"]) == pytest.approx(epoch1["overall_cs224n"])
+    assert selection_score({"cfimdb_acc": .633}, ["cfimdb"]) == .633
+    with pytest.raises(ValueError, match="no dev quora_acc"):
+        selection_score({"sst_acc": .5}, ["sst", "quora"])
+
+
 def test_predicted_labels():
     logits = np.array([[0.1, 2.0, 0.0, -1.0, 0.5], [3.0, 0.0, 0.0, 0.0, 0.0]])
     sst = predicted_labels("sst", logits)

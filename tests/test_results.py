@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from export.ensemble_results import ensemble_metrics, size_curve
-from training.metrics import predicted_labels
+from training.metrics import METRIC_NAMES, predicted_labels, selection_score
+from training.multitask_trainer import trained_tasks
 from training.predictions import PREDICTION_FILES, read_predictions
 from training.readers import load_split
 from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
                               em_size_table, rescore, rows, table, training_args)
 from training.run import build_parser, config_from_args
+from training.variants import get_variant
 
 ROWS = rows()
 TRAINED = [r for r in ROWS if (r / "metrics.jsonl").is_file()]
@@ -25,8 +27,7 @@ TRAINED = [r for r in ROWS if (r / "metrics.jsonl").is_file()]
 
 def _row_tasks(row):
     best = json.loads((row / "summary.json").read_text())["best"]
-    return [t for t, m in {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc",
-                           "sts": "sts_pearson"}.items() if m in best]
+    return [t for t, m in METRIC_NAMES.items() if m in best]
 
 
 def test_there_are_rows_and_the_readme_table_is_current():
@@ -58,6 +59,11 @@ def test_row_files_parse_and_agree(row):
                   "head_lr", "batch_size", "seed"):
         want = config[field] if not isinstance(config[field], list) else tuple(config[field])
         assert getattr(rebuilt, field) == want, field
+    # The published epoch is the best by the score the trainer selects with,
+    # over the tasks the row trains only (a tie may keep either epoch).
+    tasks = trained_tasks(rebuilt, get_variant(rebuilt.variant))
+    scores = [selection_score(h["dev"], tasks) for h in history]
+    assert scores[summary["best_epoch"] - 1] == pytest.approx(max(scores), abs=1e-12), scores
     assert (row / "learning_curves.png").stat().st_size > 1000
     with open(row / "train_loss.csv", newline="") as f:
         logged_losses = list(csv.DictReader(f))

@@ -27,13 +27,30 @@ def task_metric(task, predictions, labels):
     return float(np.mean(predictions == labels.astype(np.int64)))
 
 
-def selection_score(metrics):
-    """The dev score that picks the best epoch: CS224N overall when all three
-    tasks are scored, else the plain mean, else a lone CFIMDB accuracy.
+def selection_score(metrics, tasks=None):
+    """The dev score that picks the best epoch.
+
+    Args:
+        metrics: one epoch's dev metrics (`sst_acc`, `quora_acc`, ...).
+        tasks: the tasks the run trains. Given, the score is the CS224N
+            overall over those tasks only: the mean of their accuracies and
+            (r + 1) / 2 for STS. An SST-only run still evaluates its untrained
+            Quora and STS heads, and their epoch-to-epoch noise must not pick
+            the epoch. Without it: CS224N overall when all three tasks are
+            scored, else the plain mean, else a lone CFIMDB accuracy.
 
     >>> selection_score({"cfimdb_acc": 0.7})
     0.7
+    >>> selection_score({"sst_acc": 0.46, "quora_acc": 0.39, "sts_pearson": 0.06}, tasks=["sst"])
+    0.46
     """
+    if tasks:
+        missing = [METRIC_NAMES[t] for t in tasks if METRIC_NAMES[t] not in metrics]
+        if missing:
+            raise ValueError(f"no dev {', '.join(missing)} to select an epoch by in {sorted(metrics)}")
+        parts = [(metrics[METRIC_NAMES[t]] + 1) / 2 if t == "sts" else metrics[METRIC_NAMES[t]]
+                 for t in tasks]
+        return float(np.mean(parts))
     for key in ("overall_cs224n", "overall_mean", "cfimdb_acc"):
         if key in metrics:
             return metrics[key]

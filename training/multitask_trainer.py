@@ -56,6 +56,20 @@ def resolve_jit(setting):
     return bool(setting)
 
 
+def trained_tasks(config, variant):
+    """The tasks a run trains, in order: `--tasks`, else the variant's, with
+    `sst` standing for whichever sentiment task the run uses.
+
+    >>> from types import SimpleNamespace
+    >>> trained_tasks(SimpleNamespace(tasks=("sst",), sentiment_task="sst"), get_variant("bm"))
+    ('sst',)
+    """
+    if variant.single_task:
+        return (config.sentiment_task,)
+    tasks = tuple(config.tasks or variant.tasks)
+    return tuple(config.sentiment_task if t in SENTIMENT_CLASSES else t for t in tasks)
+
+
 class MultitaskTrainer:
     """Trains a `kerasbert.MultitaskBert` on SST, Quora and STS with per-task steps.
 
@@ -87,13 +101,8 @@ class MultitaskTrainer:
         sentiment = config.sentiment_task
         if sentiment not in SENTIMENT_CLASSES:
             raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
-        if self.variant.single_task:
-            self.train_tasks = (sentiment,)
-            self.eval_tasks = (sentiment,)
-        else:
-            tasks = tuple(config.tasks or self.variant.tasks)
-            self.train_tasks = tuple(sentiment if t in SENTIMENT_CLASSES else t for t in tasks)
-            self.eval_tasks = (sentiment, "quora", "sts")
+        self.train_tasks = trained_tasks(config, self.variant)
+        self.eval_tasks = (sentiment,) if self.variant.single_task else (sentiment, "quora", "sts")
         if config.mode not in ("finetune", "frozen"):
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
         self.lr = config.lr if config.lr is not None else self.variant.lr
@@ -441,7 +450,7 @@ class MultitaskTrainer:
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
-            score = selection_score(metrics)
+            score = selection_score(metrics, self.train_tasks)
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
