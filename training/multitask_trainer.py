@@ -80,7 +80,8 @@ class MultitaskTrainer:
     and dropout RNG state are written atomically to `out/checkpoints`, so
     `train(resume=True)` continues a run killed at any moment to the same
     result. After each epoch the dev sets are scored; the best epoch (by the
-    CS224N overall score) is kept as `out/best.keras`.
+    CS224N overall score over the tasks the run trains) is kept as
+    `out/best.keras`.
 
     Args:
         config: a `TrainConfig`.
