@@ -12,7 +12,9 @@ score slightly optimistic, which the size plot shows in full.
 
 Writes `results/em/` (summary.json, run.json, ensemble_size.json and .png,
 dev predictions) and, with `--runs` (the members' run folders, which hold the
-weights), test-student predictions computed by the Keras ensemble.
+weights), test-student predictions computed by the Keras ensemble. Without
+`--runs`, test predictions written earlier for other members are removed and
+reported; summary.json's `test_members` says which members made them.
 """
 
 import argparse
@@ -149,6 +151,23 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
         write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, out))
 
 
+def drop_test_predictions(pred_dir, made_for, members):
+    """Remove test predictions made for other members than `members`, saying so.
+
+    Without the members' run folders the test predictions cannot be recomputed;
+    files left from an earlier ensemble would silently disagree with the dev row.
+    """
+    stale = [pred_dir / f"{PREDICTION_FILES[task][0]}-test-output.csv" for task in TASKS]
+    stale = [path for path in stale if path.exists()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"removed {len(stale)} test prediction files made for "
+              f"{made_for or 'unrecorded members'}, not {members}; "
+              "rerun with --runs (the members' run folders) to write them", file=sys.stderr)
+    return stale
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m export.ensemble_results",
                                      description=__doc__,
@@ -178,11 +197,18 @@ def main(argv=None):
         mean = np.mean([probs[n][task] for n in chosen["members"]], axis=0)
         write_predictions(row / "predictions", task, "dev", dev[task].ids,
                           ensemble_predictions(task, mean))
+    previous = row / "summary.json"
+    test_members = (json.loads(previous.read_text()).get("test_members")
+                    if previous.exists() else None)
     if args.runs:
         write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
                                row / "predictions", data_dir)
+        test_members = chosen["members"]
+    elif test_members != chosen["members"]:
+        drop_test_predictions(row / "predictions", test_members, chosen["members"])
+        test_members = None
     summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"],
-               "epochs": None, "minutes_per_epoch": None}
+               "test_members": test_members, "epochs": None, "minutes_per_epoch": None}
     (row / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     command = ("python -m export.ensemble_results --members " + " ".join(args.members)
                + " --data-dir $KERASBERT_DATA" + (f" --runs {args.runs}" if args.runs else "")

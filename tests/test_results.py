@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from export.ensemble_results import ensemble_metrics, size_curve
+from export.ensemble_results import drop_test_predictions, ensemble_metrics, size_curve
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
 from training.predictions import PREDICTION_FILES, read_predictions
@@ -112,6 +112,25 @@ def test_em_summary_is_the_mean_of_its_members(data_dir):
             assert fresh["dev"][metric] == pytest.approx(value, abs=1e-9)
     chosen = next(c for c in curve if c["members"] == em["members"])
     assert em["best"] == chosen["dev"]
+
+
+def test_em_test_predictions_were_made_by_its_members():
+    # Test predictions need the members' weights; the summary records whose they are.
+    em = json.loads((RESULTS_DIR / "em" / "summary.json").read_text())
+    assert em["test_members"] == em["members"]
+
+
+def test_stale_em_test_predictions_are_removed_and_reported(tmp_path, capsys):
+    for stem in ("sst", "para", "sts"):
+        (tmp_path / f"{stem}-test-output.csv").write_text("id,Predicted\n")
+    (tmp_path / "sst-dev-output.csv").write_text("id,Predicted\n")
+    removed = drop_test_predictions(tmp_path, ["a", "b"], ["a", "c"])
+    assert sorted(p.name for p in removed) == ["para-test-output.csv", "sst-test-output.csv",
+                                                "sts-test-output.csv"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sst-dev-output.csv"]
+    assert "removed 3 test prediction files made for ['a', 'b'], not ['a', 'c']" in \
+        capsys.readouterr().err
+    assert drop_test_predictions(tmp_path, None, ["a"]) == []
 
 
 def test_ensemble_metrics_average_probabilities_by_hand():
