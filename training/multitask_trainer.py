@@ -473,7 +473,7 @@ class MultitaskTrainer:
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
         # Raw dev outputs keyed by id: ensembles of finished runs are scored
-        # from these files without loading a model (results/ensemble_size.py).
+        # from these files without loading a model (export.ensemble_results).
         arrays = {}
         for task, outputs in raw.items():
             arrays[f"{task}_ids"] = np.asarray(self.dev_batches[task].data.ids)

@@ -17,7 +17,7 @@ folder (checkpoints and weights are not committed):
     learning_curves.png
     predictions/        CS224N `*-dev-output.csv`, `*-test-output.csv`
     dev-outputs.npz     raw dev outputs (logits, 0-5 scores) in the dev files' row
-                        order, which `training.ensemble_results` averages into EM
+                        order, which `export.ensemble_results` averages into EM
 """
 
 import argparse
