@@ -11,10 +11,11 @@ EM is the size with the best overall score; choosing it on dev makes its dev
 score slightly optimistic, which the size plot shows in full.
 
 Writes `results/em/` (summary.json, run.json, ensemble_size.json and .png,
-dev predictions) and, with `--runs` (the members' run folders, which hold the
-weights), test-student predictions computed by the Keras ensemble. Without
-`--runs`, test predictions written earlier for other members are removed and
-reported; summary.json's `test_members` says which members made them.
+dev predictions) and test-student predictions: with `--runs` (the members'
+run folders, which hold the weights) computed by the Keras ensemble, else
+averaged from the members' published `test-outputs.npz` when every member
+has one. Failing both, test predictions written earlier for other members are
+removed and reported; summary.json's `test_members` says which members made them.
 """
 
 import argparse
@@ -33,22 +34,29 @@ TASKS = ("sst", "quora", "sts")
 METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}
 
 
-def member_probabilities(row, dev_ids):
-    """One row's dev outputs as probabilities / scores, in `dev_ids` order per task."""
-    raw = np.load(Path(row) / "dev-outputs.npz")
+def member_probabilities(row, ids, split="dev", tasks=TASKS):
+    """One row's raw `split` outputs as probabilities / scores, in `ids` order per task.
+
+    Reads `ROW/{split}-outputs.npz`, whose rows follow the row's
+    `predictions/*-{split}-output.csv` files.
+    """
+    raw = np.load(Path(row) / f"{split}-outputs.npz")
     out = {}
-    for task in TASKS:
+    for task in tasks:
         if task not in raw.files:
-            raise ValueError(f"{row}/dev-outputs.npz has no {task!r} outputs; "
+            raise ValueError(f"{row}/{split}-outputs.npz has no {task!r} outputs; "
                              f"an EM member must be evaluated on {', '.join(TASKS)}")
         stem = PREDICTION_FILES[task][0]
-        file_ids = list(read_predictions(Path(row) / "predictions" / f"{stem}-dev-output.csv"))
+        file_ids = list(read_predictions(Path(row) / "predictions" / f"{stem}-{split}-output.csv"))
+        if len(file_ids) != len(raw[task]):
+            raise ValueError(f"{row}: {split}-outputs.npz has {len(raw[task])} {task} rows, "
+                             f"predictions/{stem}-{split}-output.csv {len(file_ids)}")
         position = {example_id: i for i, example_id in enumerate(file_ids)}
-        missing = [i for i in dev_ids[task] if i not in position]
+        missing = [i for i in ids[task] if i not in position]
         if missing:
-            raise ValueError(f"{row}: {len(missing)} {task} dev ids have no output "
+            raise ValueError(f"{row}: {len(missing)} {task} {split} ids have no output "
                              f"(e.g. {missing[0]})")
-        values = raw[task][[position[i] for i in dev_ids[task]]].astype(np.float64)
+        values = raw[task][[position[i] for i in ids[task]]].astype(np.float64)
         if task == "sst":
             values = np.exp(values - values.max(-1, keepdims=True))
             values /= values.sum(-1, keepdims=True)
@@ -151,6 +159,37 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
         write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, out))
 
 
+def test_predictions_from_outputs(rows, pred_dir, data_dir):
+    """Test-student predictions of the mean of `rows`' published `test-outputs.npz`.
+
+    The same mean the Keras ensemble computes, from files instead of weights.
+    Returns False, writing nothing, unless every row has test outputs; a task
+    without a test file (or without outputs in every row) is skipped and reported.
+    """
+    rows = [Path(r) for r in rows]
+    if not all((r / "test-outputs.npz").is_file() for r in rows):
+        return False
+    published = [set(np.load(r / "test-outputs.npz").files) for r in rows]
+    for task in TASKS:
+        stale = Path(pred_dir) / f"{PREDICTION_FILES[task][0]}-test-output.csv"
+        try:
+            test = load_split(task, "test", data_dir)
+        except FileNotFoundError as e:
+            stale.unlink(missing_ok=True)
+            print(f"no {task} test predictions: {e}", file=sys.stderr)
+            continue
+        if not all(task in files for files in published):
+            stale.unlink(missing_ok=True)
+            print(f"no {task} test predictions: not every member has {task} test outputs",
+                  file=sys.stderr)
+            continue
+        ids = {task: list(test.ids)}
+        probs = [member_probabilities(r, ids, "test", tasks=(task,))[task] for r in rows]
+        write_predictions(pred_dir, task, "test", test.ids,
+                          ensemble_predictions(task, np.mean(probs, axis=0)))
+    return True
+
+
 def drop_test_predictions(pred_dir, made_for, members):
     """Remove test predictions made for other members than `members`, saying so.
 
@@ -203,6 +242,9 @@ def main(argv=None):
     if args.runs:
         write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
                                row / "predictions", data_dir)
+        test_members = chosen["members"]
+    elif test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
+                                       row / "predictions", data_dir):
         test_members = chosen["members"]
     elif test_members != chosen["members"]:
         drop_test_predictions(row / "predictions", test_members, chosen["members"])

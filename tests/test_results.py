@@ -83,12 +83,17 @@ def test_dev_predictions_rescore_to_the_published_metrics(row, data_dir):
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
 def test_raw_outputs_match_the_prediction_files(row):
-    raw = np.load(row / "dev-outputs.npz")
-    for task in _row_tasks(row):
-        predicted = read_predictions(row / "predictions" /
-                                     f"{PREDICTION_FILES[task][0]}-dev-output.csv")
-        labels = predicted_labels(task, raw[task])
-        np.testing.assert_allclose(labels, list(predicted.values()), atol=6e-5)
+    # Test outputs exist for rows finished since they were written (see training.results).
+    for split in ("dev", "test") if (row / "test-outputs.npz").is_file() else ("dev",):
+        raw = np.load(row / f"{split}-outputs.npz")
+        tasks = _row_tasks(row) if split == "dev" else raw.files
+        assert tasks, (row.name, split)
+        for task in tasks:
+            predicted = read_predictions(row / "predictions" /
+                                         f"{PREDICTION_FILES[task][0]}-{split}-output.csv")
+            labels = predicted_labels(task, raw[task])
+            np.testing.assert_allclose(labels, list(predicted.values()), atol=6e-5,
+                                       err_msg=f"{row.name} {split} {task}")
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -131,6 +136,48 @@ def test_stale_em_test_predictions_are_removed_and_reported(tmp_path, capsys):
     assert "removed 3 test prediction files made for ['a', 'b'], not ['a', 'c']" in \
         capsys.readouterr().err
     assert drop_test_predictions(tmp_path, None, ["a"]) == []
+
+
+def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_path, capsys):
+    from training.predictions import write_predictions
+
+    from export.ensemble_results import test_predictions_from_outputs
+
+    sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
+    n_sst, n_sts = len(sst.ids), len(sts.ids)
+    # Test example 0, member 1: SST logits [0,0,0,0,4] -> p4 .932, others .017;
+    # member 2: [3,0,0,0,-4] -> p0 .869, p1-3 .043, p4 .0008. Mean p: p4 .466 > p0 .443,
+    # so class 4, where the mean logit ([1.5,0,0,0,0]) would say class 0.
+    # STS example 0: 2.0 and 4.0 -> 3.0. Every other example: uniform SST (class 0), STS 1.0.
+    logits = {1: [0, 0, 0, 0, 4], 2: [3, 0, 0, 0, -4]}
+    rows = []
+    for member in (1, 2):
+        row = tmp_path / f"m{member}"
+        sst_out = np.zeros((n_sst, 5), np.float32)
+        sst_out[0] = logits[member]
+        sts_out = np.ones(n_sts, np.float32)
+        sts_out[0] = 2.0 * member
+        # The prediction files (and so the outputs' rows) in reverse id order:
+        # the ensemble must follow each row's files, not assume the test order.
+        write_predictions(row / "predictions", "sst", "test", sst.ids[::-1], [0] * n_sst)
+        write_predictions(row / "predictions", "sts", "test", sts.ids[::-1], [0.0] * n_sts)
+        np.savez(row / "test-outputs.npz", sst=sst_out[::-1], sts=sts_out[::-1])
+        rows.append(row)
+    out = tmp_path / "em"
+    write_predictions(out, "quora", "test", ["stale"], [1])  # from an earlier ensemble
+    assert test_predictions_from_outputs(rows, out, tiny_data_dir)
+    got_sst = read_predictions(out / "sst-test-output.csv")
+    got_sts = read_predictions(out / "sts-test-output.csv")
+    assert list(got_sst) == list(sst.ids) and list(got_sts) == list(sts.ids)
+    assert list(got_sst.values()) == [4] + [0] * (n_sst - 1)
+    assert list(got_sts.values()) == [3.0] + [1.0] * (n_sts - 1)
+    # No quora test file (as on these machines): reported, and no stale file kept.
+    assert not (out / "para-test-output.csv").exists()
+    assert "no quora test predictions" in capsys.readouterr().err
+    # A member without test outputs: nothing is written, the caller falls back.
+    (rows[1] / "test-outputs.npz").unlink()
+    assert not test_predictions_from_outputs(rows, tmp_path / "none", tiny_data_dir)
+    assert not (tmp_path / "none").exists()
 
 
 def test_ensemble_metrics_average_probabilities_by_hand():

@@ -439,3 +439,33 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
         {k: v for k, v in trained.items() if k not in ("data_dir", "out")}
     text = (row / "config.json").read_text()
     assert str(runs["a_out"]) not in text and str(tiny_data_dir) not in text
+    # Raw test outputs too (no quora test file here), in the test files' row order.
+    test_raw = np.load(row / "test-outputs.npz")
+    assert sorted(test_raw.files) == ["sst", "sts"]
+    for task, stem in (("sst", "sst"), ("sts", "sts")):
+        in_file = read_predictions(row / "predictions" / f"{stem}-test-output.csv")
+        assert len(in_file) == TINY_ROWS["test"]
+        np.testing.assert_allclose(predicted_labels(task, test_raw[task]),
+                                   list(in_file.values()), atol=6e-5)
+
+
+def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):
+    # EM's test predictions without weights (published outputs) are those the
+    # export's Keras ensemble computes from the members' weights.
+    from export.ensemble_results import test_predictions_from_outputs, write_test_predictions
+    from training.predictions import read_predictions
+    from training.readers import load_split
+    from training.results import publish
+
+    _ok(runs["a"])
+    _ok(runs["b3"])
+    data_dir = Path(runs["common"][runs["common"].index("--data-dir") + 1])
+    rows = [publish(runs[f"{m}_out"], m, results_dir=tmp_path / "results") for m in "ab"]
+    assert test_predictions_from_outputs(rows, tmp_path / "from_files", data_dir)
+    write_test_predictions([runs["a_out"], runs["b_out"]], tmp_path / "from_weights", data_dir)
+    for task, stem in (("sst", "sst"), ("sts", "sts")):
+        files = read_predictions(tmp_path / "from_files" / f"{stem}-test-output.csv")
+        weights = read_predictions(tmp_path / "from_weights" / f"{stem}-test-output.csv")
+        assert list(files) == list(weights) == list(load_split(task, "test", data_dir).ids)
+        np.testing.assert_allclose(list(files.values()), list(weights.values()), atol=2e-4,
+                                   err_msg=task)

@@ -472,21 +472,26 @@ class MultitaskTrainer:
         pred_dir = self.out / "predictions"
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
-        # Raw dev outputs keyed by id: ensembles of finished runs are scored
-        # from these files without loading a model (export.ensemble_results).
-        arrays = {}
-        for task, outputs in raw.items():
-            arrays[f"{task}_ids"] = np.asarray(self.dev_batches[task].data.ids)
-            arrays[f"{task}_outputs"] = outputs
-        _atomic_write(pred_dir / "dev-outputs.npz", lambda f: np.savez(f, **arrays))
+        # Raw outputs keyed by id: ensembles of finished runs are scored (dev)
+        # and predict (test) from these files without loading a model
+        # (export.ensemble_results).
+        _write_raw_outputs(pred_dir / "dev-outputs.npz",
+                           {t: (self.dev_batches[t].data.ids, raw[t]) for t in raw})
+        test_raw = {}
         for task in self.eval_tasks:
             if not split_path(task, "test", self.data_dir).is_file():
                 logger.warning("no %s test file in %s: no test predictions for it",
                                task, self.data_dir)
                 continue
             batches = self._batches(self._read(task, "test"), self.config.eval_batch_size)
-            preds = predicted_labels(task, self.predict(task, batches))
-            write_predictions(pred_dir, task, "test", batches.data.ids, preds)
+            outputs = self.predict(task, batches)
+            test_raw[task] = (batches.data.ids, outputs)
+            write_predictions(pred_dir, task, "test", batches.data.ids,
+                              predicted_labels(task, outputs))
+        if test_raw:
+            _write_raw_outputs(pred_dir / "test-outputs.npz", test_raw)
+        else:  # none left from an earlier scoring against other test files
+            (pred_dir / "test-outputs.npz").unlink(missing_ok=True)
         plot_learning_curves(state["history"], self.out / "learning_curves.png",
                              title=f"{self.variant.name}: {self.variant.description}")
         summary = {"variant": self.variant.name, "best_epoch": state["best_epoch"],
@@ -513,6 +518,15 @@ def _epoch_line(record, improved):
     mark = " (best so far)" if improved else ""
     return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
             f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
+
+
+def _write_raw_outputs(path, by_task):
+    """`{task}_ids` and `{task}_outputs` arrays from `{task: (ids, outputs)}`."""
+    arrays = {}
+    for task, (ids, outputs) in by_task.items():
+        arrays[f"{task}_ids"] = np.asarray(ids)
+        arrays[f"{task}_outputs"] = outputs
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _atomic_write(path, write, suffix=""):

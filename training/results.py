@@ -18,6 +18,9 @@ folder (checkpoints and weights are not committed):
     predictions/        CS224N `*-dev-output.csv`, `*-test-output.csv`
     dev-outputs.npz     raw dev outputs (logits, 0-5 scores) in the dev files' row
                         order, which `export.ensemble_results` averages into EM
+    test-outputs.npz    the same for the test-student files (runs finished since
+                        December 2026), from which EM's test predictions are made
+                        without the members' weights
 """
 
 import argparse
@@ -161,7 +164,12 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
         shutil.copy2(run_dir / file, row / file)
     for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
         shutil.copy2(csv_file, row / "predictions" / csv_file.name)
-    _publish_dev_outputs(run_dir / "predictions", row)
+    _publish_outputs(run_dir / "predictions", row, "dev")
+    if not _publish_outputs(run_dir / "predictions", row, "test", required=False):
+        print(f"{run_dir}: no test-outputs.npz (a run finished before they were written); "
+              f"an EM holding {name} needs its weights for test predictions. Rescore it with "
+              f"`python -m training.run --out {run_dir} --resume` to write them",
+              file=sys.stderr)
     _publish_train_loss(run_dir / "tensorboard", row / "train_loss.csv")
     train_s = sum(h["train_seconds"] for h in history)
     eval_s = sum(h["eval_seconds"] for h in history)
@@ -176,14 +184,21 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     return row
 
 
-def _publish_dev_outputs(pred_dir, row):
-    """Raw dev outputs, reordered to the rows of the dev prediction files, without ids."""
+def _publish_outputs(pred_dir, row, split, required=True):
+    """Raw `split` outputs, reordered to the rows of its prediction files, without ids.
+
+    Returns False (and writes nothing) if the run has none and they are not required.
+    """
     from training.predictions import PREDICTION_FILES, read_predictions
 
-    source = pred_dir / "dev-outputs.npz"
+    source = pred_dir / f"{split}-outputs.npz"
+    target = row / f"{split}-outputs.npz"
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file; rescore the run with "
-                                f"`python -m training.run --out {pred_dir.parent} --resume`")
+        if required:
+            raise FileNotFoundError(f"{source}: no such file; rescore the run with "
+                                    f"`python -m training.run --out {pred_dir.parent} --resume`")
+        target.unlink(missing_ok=True)  # never keep an earlier run's outputs beside these
+        return False
     raw = np.load(source)
     arrays = {}
     for key in raw.files:
@@ -192,9 +207,10 @@ def _publish_dev_outputs(pred_dir, row):
         task = key[: -len("_outputs")]
         order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
         stem = PREDICTION_FILES[task][0]
-        file_ids = list(read_predictions(pred_dir / f"{stem}-dev-output.csv"))
+        file_ids = list(read_predictions(pred_dir / f"{stem}-{split}-output.csv"))
         arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
-    np.savez_compressed(row / "dev-outputs.npz", **arrays)
+    np.savez_compressed(target, **arrays)
+    return True
 
 
 def _publish_train_loss(tensorboard_dir, path):
