@@ -34,7 +34,8 @@ table:
 	$(PYTHON) -m training.results table
 
 # The EM row and its size plot from the members' committed dev outputs; test
-# predictions and the export need the members' run folders in runs/.
+# predictions from their committed test outputs, or, for a member published
+# without them, from its run folder in runs/ (the export always needs runs/).
 EM_MEMBERS ?= $(shell $(PYTHON) -c "import json; print(' '.join(json.load(open('results/em/run.json'))['ranked']))")
 em: setup
 	$(PYTHON) -m export.ensemble_results --members $(EM_MEMBERS) --runs runs --data-dir $(DATA)

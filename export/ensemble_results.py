@@ -11,10 +11,10 @@ EM is the size with the best overall score; choosing it on dev makes its dev
 score slightly optimistic, which the size plot shows in full.
 
 Writes `results/em/` (summary.json, run.json, ensemble_size.json and .png,
-dev predictions) and test-student predictions: with `--runs` (the members'
-run folders, which hold the weights) computed by the Keras ensemble, else
-averaged from the members' published `test-outputs.npz` when every member
-has one. Failing both, test predictions written earlier for other members are
+dev predictions) and test-student predictions: averaged from the members'
+published `test-outputs.npz` when every member has one, else computed by the
+Keras ensemble from `--runs` (the members' run folders, which hold the
+weights). Failing both, test predictions written earlier for other members are
 removed and reported; summary.json's `test_members` says which members made them.
 """
 
@@ -215,7 +215,8 @@ def main(argv=None):
                         help="row names in results/ (multitask rows evaluated on all tasks)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs", default=None,
-                        help="folder of the members' run folders, for test predictions")
+                        help="folder of the members' run folders (weights), for test predictions "
+                             "when a member has no published test-outputs.npz")
     parser.add_argument("--name", default="em", help="row name (em)")
     parser.add_argument("--size", type=int, default=None,
                         help="ensemble size to publish (default: the best on dev)")
@@ -239,12 +240,12 @@ def main(argv=None):
     previous = row / "summary.json"
     test_members = (json.loads(previous.read_text()).get("test_members")
                     if previous.exists() else None)
-    if args.runs:
+    if test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
+                                     row / "predictions", data_dir):
+        test_members = chosen["members"]
+    elif args.runs:
         write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
                                row / "predictions", data_dir)
-        test_members = chosen["members"]
-    elif test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
-                                       row / "predictions", data_dir):
         test_members = chosen["members"]
     elif test_members != chosen["members"]:
         drop_test_predictions(row / "predictions", test_members, chosen["members"])
