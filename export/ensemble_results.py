@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from training.metrics import overall_scores, predicted_labels, task_metric
-from training.predictions import PREDICTION_FILES, read_predictions, write_predictions
+from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
 from training.results import RESULTS_DIR
 
@@ -46,11 +46,11 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
         if task not in raw.files:
             raise ValueError(f"{row}/{split}-outputs.npz has no {task!r} outputs; "
                              f"an EM member must be evaluated on {', '.join(TASKS)}")
-        stem = PREDICTION_FILES[task][0]
-        file_ids = list(read_predictions(Path(row) / "predictions" / f"{stem}-{split}-output.csv"))
+        path = prediction_path(Path(row) / "predictions", task, split)
+        file_ids = list(read_predictions(path))
         if len(file_ids) != len(raw[task]):
             raise ValueError(f"{row}: {split}-outputs.npz has {len(raw[task])} {task} rows, "
-                             f"predictions/{stem}-{split}-output.csv {len(file_ids)}")
+                             f"{path} {len(file_ids)}")
         position = {example_id: i for i, example_id in enumerate(file_ids)}
         missing = [i for i in ids[task] if i not in position]
         if missing:
@@ -171,7 +171,7 @@ def test_predictions_from_outputs(rows, pred_dir, data_dir):
         return False
     published = [set(np.load(r / "test-outputs.npz").files) for r in rows]
     for task in TASKS:
-        stale = Path(pred_dir) / f"{PREDICTION_FILES[task][0]}-test-output.csv"
+        stale = prediction_path(pred_dir, task, "test")
         try:
             test = load_split(task, "test", data_dir)
         except FileNotFoundError as e:
@@ -196,7 +196,7 @@ def drop_test_predictions(pred_dir, made_for, members):
     Without the members' run folders the test predictions cannot be recomputed;
     files left from an earlier ensemble would silently disagree with the dev row.
     """
-    stale = [pred_dir / f"{PREDICTION_FILES[task][0]}-test-output.csv" for task in TASKS]
+    stale = [prediction_path(pred_dir, task, "test") for task in TASKS]
     stale = [path for path in stale if path.exists()]
     for path in stale:
         path.unlink()

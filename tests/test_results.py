@@ -14,7 +14,7 @@ import pytest
 from export.ensemble_results import drop_test_predictions, ensemble_metrics, size_curve
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
-from training.predictions import PREDICTION_FILES, read_predictions
+from training.predictions import prediction_path, read_predictions
 from training.readers import load_split
 from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
                               em_size_table, rescore, rows, table, training_args)
@@ -89,8 +89,7 @@ def test_raw_outputs_match_the_prediction_files(row):
         tasks = _row_tasks(row) if split == "dev" else raw.files
         assert tasks, (row.name, split)
         for task in tasks:
-            predicted = read_predictions(row / "predictions" /
-                                         f"{PREDICTION_FILES[task][0]}-{split}-output.csv")
+            predicted = read_predictions(prediction_path(row / "predictions", task, split))
             labels = predicted_labels(task, raw[task])
             np.testing.assert_allclose(labels, list(predicted.values()), atol=6e-5,
                                        err_msg=f"{row.name} {split} {task}")
@@ -101,7 +100,7 @@ def test_test_predictions_cover_the_test_files(row, data_dir):
     for task in _row_tasks(row):
         if task == "quora":
             continue  # no quora-test-student file on these machines
-        path = row / "predictions" / f"{PREDICTION_FILES[task][0]}-test-output.csv"
+        path = prediction_path(row / "predictions", task, "test")
         with open(path, newline="") as f:
             ids = [r[0] for r in list(csv.reader(f))[1:]]
         assert ids == list(load_split(task, "test", data_dir).ids), path

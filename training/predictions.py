@@ -12,12 +12,16 @@ PREDICTION_FILES = {
 }
 
 
+def prediction_path(folder, task, split):
+    """`folder/{sst,para,sts,cfimdb}-{dev,test}-output.csv`, the CS224N name of a prediction file."""
+    return Path(folder) / f"{PREDICTION_FILES[task][0]}-{split}-output.csv"
+
+
 def write_predictions(folder, task, split, ids, predictions):
-    """Writes `folder/{sst,para,sts}-{dev,test}-output.csv` with columns `id`, `Predicted_*`."""
-    stem, column = PREDICTION_FILES[task]
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}-{split}-output.csv"
+    """Writes `prediction_path(folder, task, split)` with columns `id`, `Predicted_*`."""
+    column = PREDICTION_FILES[task][1]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = prediction_path(folder, task, split)
     if len(ids) != len(predictions):
         raise ValueError(f"{path}: {len(predictions)} predictions for {len(ids)} ids")
     with open(path, "w", newline="") as f:

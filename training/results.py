@@ -189,7 +189,7 @@ def _publish_outputs(pred_dir, row, split, required=True):
 
     Returns False (and writes nothing) if the run has none and they are not required.
     """
-    from training.predictions import PREDICTION_FILES, read_predictions
+    from training.predictions import prediction_path, read_predictions
 
     source = pred_dir / f"{split}-outputs.npz"
     target = row / f"{split}-outputs.npz"
@@ -206,8 +206,7 @@ def _publish_outputs(pred_dir, row, split, required=True):
             continue
         task = key[: -len("_outputs")]
         order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
-        stem = PREDICTION_FILES[task][0]
-        file_ids = list(read_predictions(pred_dir / f"{stem}-{split}-output.csv"))
+        file_ids = list(read_predictions(prediction_path(pred_dir, task, split)))
         arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
     np.savez_compressed(target, **arrays)
     return True
@@ -367,13 +366,13 @@ def rescore(row, data_dir):
     scores to 4 decimals, so the two agree to ~1e-4, not exactly.
     """
     from training.metrics import METRIC_NAMES, task_metric
-    from training.predictions import PREDICTION_FILES, read_predictions
+    from training.predictions import prediction_path, read_predictions
     from training.readers import load_split
 
     best = json.loads((Path(row) / "summary.json").read_text())["best"]
     out = {}
     for task, metric in METRIC_NAMES.items():
-        path = Path(row) / "predictions" / f"{PREDICTION_FILES[task][0]}-dev-output.csv"
+        path = prediction_path(Path(row) / "predictions", task, "dev")
         if metric not in best or not path.is_file():
             continue
         predicted = read_predictions(path)
