@@ -159,7 +159,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
         write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, out))
 
 
-def test_predictions_from_outputs(rows, pred_dir, data_dir):
+def write_test_predictions_from_outputs(rows, pred_dir, data_dir):
     """Test-student predictions of the mean of `rows`' published `test-outputs.npz`.
 
     The same mean the Keras ensemble computes, from files instead of weights.
@@ -240,8 +240,8 @@ def main(argv=None):
     previous = row / "summary.json"
     test_members = (json.loads(previous.read_text()).get("test_members")
                     if previous.exists() else None)
-    if test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
-                                     row / "predictions", data_dir):
+    if write_test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
+                                           row / "predictions", data_dir):
         test_members = chosen["members"]
     elif args.runs:
         write_test_predictions([Path(args.runs) / n for n in chosen["members"]],

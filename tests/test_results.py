@@ -140,7 +140,7 @@ def test_stale_em_test_predictions_are_removed_and_reported(tmp_path, capsys):
 def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_path, capsys):
     from training.predictions import write_predictions
 
-    from export.ensemble_results import test_predictions_from_outputs
+    from export.ensemble_results import write_test_predictions_from_outputs
 
     sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
     n_sst, n_sts = len(sst.ids), len(sts.ids)
@@ -164,7 +164,7 @@ def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_p
         rows.append(row)
     out = tmp_path / "em"
     write_predictions(out, "quora", "test", ["stale"], [1])  # from an earlier ensemble
-    assert test_predictions_from_outputs(rows, out, tiny_data_dir)
+    assert write_test_predictions_from_outputs(rows, out, tiny_data_dir)
     got_sst = read_predictions(out / "sst-test-output.csv")
     got_sts = read_predictions(out / "sts-test-output.csv")
     assert list(got_sst) == list(sst.ids) and list(got_sts) == list(sts.ids)
@@ -175,7 +175,7 @@ def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_p
     assert "no quora test predictions" in capsys.readouterr().err
     # A member without test outputs: nothing is written, the caller falls back.
     (rows[1] / "test-outputs.npz").unlink()
-    assert not test_predictions_from_outputs(rows, tmp_path / "none", tiny_data_dir)
+    assert not write_test_predictions_from_outputs(rows, tmp_path / "none", tiny_data_dir)
     assert not (tmp_path / "none").exists()
 
 

@@ -452,7 +452,8 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
 def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):
     # EM's test predictions without weights (published outputs) are those the
     # export's Keras ensemble computes from the members' weights.
-    from export.ensemble_results import test_predictions_from_outputs, write_test_predictions
+    from export.ensemble_results import (write_test_predictions,
+                                         write_test_predictions_from_outputs)
     from training.predictions import read_predictions
     from training.readers import load_split
     from training.results import publish
@@ -461,7 +462,7 @@ def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_pat
     _ok(runs["b3"])
     data_dir = Path(runs["common"][runs["common"].index("--data-dir") + 1])
     rows = [publish(runs[f"{m}_out"], m, results_dir=tmp_path / "results") for m in "ab"]
-    assert test_predictions_from_outputs(rows, tmp_path / "from_files", data_dir)
+    assert write_test_predictions_from_outputs(rows, tmp_path / "from_files", data_dir)
     write_test_predictions([runs["a_out"], runs["b_out"]], tmp_path / "from_weights", data_dir)
     for task, stem in (("sst", "sst"), ("sts", "sts")):
         files = read_predictions(tmp_path / "from_files" / f"{stem}-test-output.csv")

@@ -13,7 +13,7 @@ PREDICTION_FILES = {
 
 
 def prediction_path(folder, task, split):
-    """`folder/{sst,para,sts,cfimdb}-{dev,test}-output.csv`, the CS224N name of a prediction file."""
+    """`folder/{sst,para,sts,cfimdb}-{dev,test}-output.csv`: a prediction file's CS224N name."""
     return Path(folder) / f"{PREDICTION_FILES[task][0]}-{split}-output.csv"
 
 
