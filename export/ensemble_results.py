@@ -170,23 +170,24 @@ def write_test_predictions_from_outputs(rows, pred_dir, data_dir):
     if not all((r / "test-outputs.npz").is_file() for r in rows):
         return False
     published = [set(np.load(r / "test-outputs.npz").files) for r in rows]
+    tests = {}
     for task in TASKS:
-        stale = prediction_path(pred_dir, task, "test")
         try:
             test = load_split(task, "test", data_dir)
         except FileNotFoundError as e:
-            stale.unlink(missing_ok=True)
-            print(f"no {task} test predictions: {e}", file=sys.stderr)
-            continue
-        if not all(task in files for files in published):
-            stale.unlink(missing_ok=True)
-            print(f"no {task} test predictions: not every member has {task} test outputs",
-                  file=sys.stderr)
-            continue
-        ids = {task: list(test.ids)}
-        probs = [member_probabilities(r, ids, "test", tasks=(task,))[task] for r in rows]
-        write_predictions(pred_dir, task, "test", test.ids,
-                          ensemble_predictions(task, np.mean(probs, axis=0)))
+            reason = str(e)
+        else:
+            if all(task in files for files in published):
+                tests[task] = test
+                continue
+            reason = f"not every member has {task} test outputs"
+        prediction_path(pred_dir, task, "test").unlink(missing_ok=True)  # an earlier EM's
+        print(f"no {task} test predictions: {reason}", file=sys.stderr)
+    ids = {task: list(test.ids) for task, test in tests.items()}
+    probs = [member_probabilities(r, ids, "test", tasks=tuple(tests)) for r in rows]
+    for task, test in tests.items():
+        mean = np.mean([p[task] for p in probs], axis=0)
+        write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, mean))
     return True
 
 

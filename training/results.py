@@ -166,7 +166,8 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
         shutil.copy2(csv_file, row / "predictions" / csv_file.name)
     _publish_outputs(run_dir / "predictions", row, "dev")
     if not _publish_outputs(run_dir / "predictions", row, "test", required=False):
-        print(f"{run_dir}: no test-outputs.npz (a run finished before they were written); "
+        print(f"{run_dir}: no test-outputs.npz (a run finished before they were written, or "
+              f"scored without test files); "
               f"an EM holding {name} needs its weights for test predictions. Rescore it with "
               f"`python -m training.run --out {run_dir} --resume` to write them",
               file=sys.stderr)
