@@ -415,7 +415,14 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
     from training.results import publish, rescore
 
     _ok(runs["a"])
+    # Republishing over an older row drops its prediction files that this run does not have.
+    stale = tmp_path / "tiny" / "predictions" / "para-test-output.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("id,Predicted_Is_Paraphrase\nold,1\n")
     row = publish(runs["a_out"], "tiny", results_dir=tmp_path, note="tiny test run")
+    assert not stale.exists()
+    assert sorted(p.name for p in (row / "predictions").glob("*.csv")) == sorted(
+        p.name for p in (runs["a_out"] / "predictions").glob("*.csv"))
     scores = rescore(row, tiny_data_dir)
     assert set(scores) == {"sst_acc", "quora_acc", "sts_pearson"}
     for metric, (from_files, published) in scores.items():

@@ -162,6 +162,10 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     (row / "config.json").write_text(json.dumps(portable_config(config, name), indent=2) + "\n")
     for file in ("metrics.jsonl", "summary.json", "learning_curves.png"):
         shutil.copy2(run_dir / file, row / file)
+    # A republished row holds exactly this run's prediction files: an earlier run's file for a
+    # task or split this run did not score would otherwise sit beside them as if it were current.
+    for stale in (row / "predictions").glob("*-output.csv"):
+        stale.unlink()
     for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
         shutil.copy2(csv_file, row / "predictions" / csv_file.name)
     _publish_outputs(run_dir / "predictions", row, "dev")
