@@ -132,12 +132,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
     from export.multitask_ensemble import MultitaskEnsemble
 
     ensemble = MultitaskEnsemble.from_runs(run_dirs)
-    for task in TASKS:
-        try:
-            test = load_split(task, "test", data_dir)
-        except FileNotFoundError as e:
-            print(f"no {task} test predictions: {e}", file=sys.stderr)
-            continue
+    for task, test in _test_splits(pred_dir, data_dir).items():
         pair = task != "sst"
         lengths = ([len(a) + len(b) for a, b in zip(test.texts_a, test.texts_b)] if pair
                    else [len(t) for t in test.texts])
@@ -170,6 +165,24 @@ def write_test_predictions_from_outputs(rows, pred_dir, data_dir):
     if not all((r / "test-outputs.npz").is_file() for r in rows):
         return False
     published = [set(np.load(r / "test-outputs.npz").files) for r in rows]
+    tests = _test_splits(pred_dir, data_dir,
+                         lambda task: all(task in files for files in published)
+                         or f"not every member has {task} test outputs")
+    ids = {task: list(test.ids) for task, test in tests.items()}
+    probs = [member_probabilities(r, ids, "test", tasks=tuple(tests)) for r in rows]
+    for task, test in tests.items():
+        mean = np.mean([p[task] for p in probs], axis=0)
+        write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, mean))
+    return True
+
+
+def _test_splits(pred_dir, data_dir, can_predict=lambda task: True):
+    """{task: test split} for the tasks the ensemble will write test predictions for.
+
+    A task is skipped, reported, and its earlier test prediction file removed (it
+    would disagree with this ensemble) when its test file is missing or
+    `can_predict(task)` returns a reason string instead of True.
+    """
     tests = {}
     for task in TASKS:
         try:
@@ -177,18 +190,13 @@ def write_test_predictions_from_outputs(rows, pred_dir, data_dir):
         except FileNotFoundError as e:
             reason = str(e)
         else:
-            if all(task in files for files in published):
+            reason = can_predict(task)
+            if reason is True:
                 tests[task] = test
                 continue
-            reason = f"not every member has {task} test outputs"
-        prediction_path(pred_dir, task, "test").unlink(missing_ok=True)  # an earlier EM's
+        prediction_path(pred_dir, task, "test").unlink(missing_ok=True)
         print(f"no {task} test predictions: {reason}", file=sys.stderr)
-    ids = {task: list(test.ids) for task, test in tests.items()}
-    probs = [member_probabilities(r, ids, "test", tasks=tuple(tests)) for r in rows]
-    for task, test in tests.items():
-        mean = np.mean([p[task] for p in probs], axis=0)
-        write_predictions(pred_dir, task, "test", test.ids, ensemble_predictions(task, mean))
-    return True
+    return tests
 
 
 def drop_test_predictions(pred_dir, made_for, members):

@@ -470,7 +470,12 @@ def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_pat
     data_dir = Path(runs["common"][runs["common"].index("--data-dir") + 1])
     rows = [publish(runs[f"{m}_out"], m, results_dir=tmp_path / "results") for m in "ab"]
     assert write_test_predictions_from_outputs(rows, tmp_path / "from_files", data_dir)
+    earlier = tmp_path / "from_weights" / "para-test-output.csv"  # an earlier EM's
+    earlier.parent.mkdir()
+    earlier.write_text("id,Predicted_Is_Paraphrase\nold,1\n")
     write_test_predictions([runs["a_out"], runs["b_out"]], tmp_path / "from_weights", data_dir)
+    assert not earlier.exists()  # no quora test file here: neither path keeps the old one
+    assert not (tmp_path / "from_files" / "para-test-output.csv").exists()
     for task, stem in (("sst", "sst"), ("sts", "sts")):
         files = read_predictions(tmp_path / "from_files" / f"{stem}-test-output.csv")
         weights = read_predictions(tmp_path / "from_weights" / f"{stem}-test-output.csv")
