@@ -14,11 +14,14 @@ Writes `results/em/` (summary.json, run.json, ensemble_size.json and .png,
 dev predictions) and test-student predictions: averaged from the members'
 published `test-outputs.npz` when every member has one, else computed by the
 Keras ensemble from `--runs` (the members' run folders, which hold the
-weights). Failing both, test predictions written earlier for other members are
-removed and reported; summary.json's `test_members` says which members made them.
+weights; used only where each folder holds the very training its row
+published). Failing both, test predictions written earlier are kept only if
+they were made by the same trainings of the same members, else removed and
+reported; summary.json's `test_members` and `test_member_versions` say which.
 """
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -199,20 +202,70 @@ def _test_splits(pred_dir, data_dir, can_predict=lambda task: True):
     return tests
 
 
-def drop_test_predictions(pred_dir, made_for, members):
-    """Remove test predictions made for other members than `members`, saying so.
+def member_version(folder):
+    """Which training a row (or its run folder) holds: a hash of its metrics.jsonl.
 
-    Without the members' run folders the test predictions cannot be recomputed;
-    files left from an earlier ensemble would silently disagree with the dev row.
+    The per-epoch timings in it make any two trainings differ, while publishing
+    or rescoring the same run leaves it byte for byte as it was.
+    """
+    return hashlib.sha256((Path(folder) / "metrics.jsonl").read_bytes()).hexdigest()[:16]
+
+
+def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None, made_by=None):
+    """Brings the ensemble's test predictions in `pred_dir` up to date with `members`.
+
+    From the rows' published test outputs if all have them, else from the weights
+    in `runs/<member>` if every folder holds the training its row published.
+    Failing both, predictions are kept only if `made_by` (the summary's record of
+    who made them) is this very set of trainings; otherwise they are removed and
+    the reason reported. Returns the new record: {"test_members": names or None,
+    "test_member_versions": {name: member_version} or None}.
+    """
+    versions = {name: member_version(Path(results_dir) / name) for name in members}
+    made = {"test_members": list(members), "test_member_versions": versions}
+    if write_test_predictions_from_outputs([Path(results_dir) / n for n in members],
+                                           pred_dir, data_dir):
+        return made
+    if runs is not None:
+        folders = [Path(runs) / name for name in members]
+        unusable = []
+        for folder in folders:
+            if not (folder / "metrics.jsonl").is_file():
+                unusable.append(f"{folder} (missing)")
+            elif member_version(folder) != versions[folder.name]:
+                unusable.append(f"{folder} (another training than its row)")
+        if not unusable:
+            write_test_predictions(folders, pred_dir, data_dir)
+            return made
+        print(f"cannot recompute test predictions from weights: {', '.join(unusable)}",
+              file=sys.stderr)
+    made_by = made_by or {}
+    if made_by.get("test_members") == list(members) and \
+            made_by.get("test_member_versions") == versions:
+        return made
+    if made_by.get("test_members") != list(members):
+        why = f"made for {made_by.get('test_members') or 'unrecorded members'}, not {list(members)}"
+    else:
+        changed = [n for n in members if (made_by.get("test_member_versions") or {}).get(n)
+                   != versions[n]]
+        why = f"made by other trainings of {changed} than the rows now hold"
+    drop_test_predictions(pred_dir, why)
+    return {"test_members": None, "test_member_versions": None}
+
+
+def drop_test_predictions(pred_dir, why):
+    """Remove the ensemble's test predictions, saying `why` they no longer hold.
+
+    Files left from an earlier ensemble would silently disagree with the dev row.
     """
     stale = [prediction_path(pred_dir, task, "test") for task in TASKS]
     stale = [path for path in stale if path.exists()]
     for path in stale:
         path.unlink()
     if stale:
-        print(f"removed {len(stale)} test prediction files made for "
-              f"{made_for or 'unrecorded members'}, not {members}; "
-              "rerun with --runs (the members' run folders) to write them", file=sys.stderr)
+        print(f"removed {len(stale)} test prediction files {why}; publish the members with "
+              "test outputs, or pass --runs with their run folders, to write them",
+              file=sys.stderr)
     return stale
 
 
@@ -247,20 +300,11 @@ def main(argv=None):
         write_predictions(row / "predictions", task, "dev", dev[task].ids,
                           ensemble_predictions(task, mean))
     previous = row / "summary.json"
-    test_members = (json.loads(previous.read_text()).get("test_members")
-                    if previous.exists() else None)
-    if write_test_predictions_from_outputs([RESULTS_DIR / n for n in chosen["members"]],
-                                           row / "predictions", data_dir):
-        test_members = chosen["members"]
-    elif args.runs:
-        write_test_predictions([Path(args.runs) / n for n in chosen["members"]],
-                               row / "predictions", data_dir)
-        test_members = chosen["members"]
-    elif test_members != chosen["members"]:
-        drop_test_predictions(row / "predictions", test_members, chosen["members"])
-        test_members = None
-    summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"],
-               "test_members": test_members, "epochs": None, "minutes_per_epoch": None}
+    made_by = json.loads(previous.read_text()) if previous.exists() else None
+    made = update_test_predictions(chosen["members"], RESULTS_DIR, row / "predictions",
+                                   data_dir, runs=args.runs, made_by=made_by)
+    summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"], **made,
+               "epochs": None, "minutes_per_epoch": None}
     (row / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     command = ("python -m export.ensemble_results --members " + " ".join(args.members)
                + " --data-dir $KERASBERT_DATA" + (f" --runs {args.runs}" if args.runs else "")

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from export.ensemble_results import drop_test_predictions, ensemble_metrics, size_curve
+from export.ensemble_results import ensemble_metrics, size_curve
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
 from training.predictions import prediction_path, read_predictions
@@ -119,22 +119,59 @@ def test_em_summary_is_the_mean_of_its_members(data_dir):
 
 
 def test_em_test_predictions_were_made_by_its_members():
-    # Test predictions need the members' weights; the summary records whose they are.
+    # Test predictions come from the members' outputs or weights; the summary records
+    # which trainings made them, and those must be the trainings the rows hold now.
+    from export.ensemble_results import member_version
+
     em = json.loads((RESULTS_DIR / "em" / "summary.json").read_text())
     assert em["test_members"] == em["members"]
+    assert em["test_member_versions"] == {
+        name: member_version(RESULTS_DIR / name) for name in em["members"]}
 
 
-def test_stale_em_test_predictions_are_removed_and_reported(tmp_path, capsys):
-    for stem in ("sst", "para", "sts"):
-        (tmp_path / f"{stem}-test-output.csv").write_text("id,Predicted\n")
-    (tmp_path / "sst-dev-output.csv").write_text("id,Predicted\n")
-    removed = drop_test_predictions(tmp_path, ["a", "b"], ["a", "c"])
-    assert sorted(p.name for p in removed) == ["para-test-output.csv", "sst-test-output.csv",
-                                                "sts-test-output.csv"]
-    assert [p.name for p in tmp_path.iterdir()] == ["sst-dev-output.csv"]
-    assert "removed 3 test prediction files made for ['a', 'b'], not ['a', 'c']" in \
+def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_path, capsys):
+    from training.predictions import write_predictions
+
+    from export.ensemble_results import member_version, update_test_predictions
+
+    sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
+    results, runs, out = tmp_path / "results", tmp_path / "runs", tmp_path / "em"
+    for name, score in (("a", 1.0), ("b", 3.0)):
+        row = results / name
+        write_predictions(row / "predictions", "sst", "test", sst.ids, [0] * len(sst.ids))
+        write_predictions(row / "predictions", "sts", "test", sts.ids, [0.0] * len(sts.ids))
+        np.savez(row / "test-outputs.npz", sst=np.zeros((len(sst.ids), 5), np.float32),
+                 sts=np.full(len(sts.ids), score, np.float32))
+        (row / "metrics.jsonl").write_text(f'{{"epoch": 1, "train_seconds": {score}}}\n')
+    made = update_test_predictions(["a", "b"], results, out, tiny_data_dir)
+    assert made == {"test_members": ["a", "b"], "test_member_versions": {
+        "a": member_version(results / "a"), "b": member_version(results / "b")}}
+    assert set(read_predictions(out / "sts-test-output.csv").values()) == {2.0}
+    # Rows without test outputs (older ones): the same trainings keep their predictions.
+    for name in "ab":
+        (results / name / "test-outputs.npz").unlink()
+    assert update_test_predictions(["a", "b"], results, out, tiny_data_dir, made_by=made) == made
+    assert (out / "sts-test-output.csv").is_file()
+    # `b` retrained under the same name: its old run folder (the weights of another
+    # training than the row) is not used, and the predictions go, saying why.
+    (runs / "b").mkdir(parents=True)
+    shutil.copy2(results / "b" / "metrics.jsonl", runs / "b")
+    (results / "b" / "metrics.jsonl").write_text('{"epoch": 1, "train_seconds": 4.0}\n')
+    capsys.readouterr()
+    gone = {"test_members": None, "test_member_versions": None}
+    assert update_test_predictions(["a", "b"], results, out, tiny_data_dir, runs=runs,
+                                   made_by=made) == gone
+    err = capsys.readouterr().err
+    assert f"{runs / 'a'} (missing), {runs / 'b'} (another training than its row)" in err
+    assert "removed 2 test prediction files made by other trainings of ['b'] than" in err
+    assert not list(out.glob("*-test-output.csv"))
+    # Predictions made for other members go too.
+    write_predictions(out, "sst", "test", sst.ids, [0] * len(sst.ids))
+    assert update_test_predictions(["a", "b"], results, out, tiny_data_dir,
+                                   made_by={"test_members": ["a", "c"]}) == gone
+    assert "removed 1 test prediction files made for ['a', 'c'], not ['a', 'b']" in \
         capsys.readouterr().err
-    assert drop_test_predictions(tmp_path, None, ["a"]) == []
+    assert not (out / "sst-test-output.csv").exists()
 
 
 def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_path, capsys):

@@ -459,7 +459,7 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
 def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):
     # EM's test predictions without weights (published outputs) are those the
     # export's Keras ensemble computes from the members' weights.
-    from export.ensemble_results import (write_test_predictions,
+    from export.ensemble_results import (update_test_predictions,
                                          write_test_predictions_from_outputs)
     from training.predictions import read_predictions
     from training.readers import load_split
@@ -473,7 +473,14 @@ def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_pat
     earlier = tmp_path / "from_weights" / "para-test-output.csv"  # an earlier EM's
     earlier.parent.mkdir()
     earlier.write_text("id,Predicted_Is_Paraphrase\nold,1\n")
-    write_test_predictions([runs["a_out"], runs["b_out"]], tmp_path / "from_weights", data_dir)
+    # Rows without test outputs: from the weights in run folders holding the rows' trainings.
+    for m in "ab":
+        (tmp_path / "results" / m / "test-outputs.npz").unlink()
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / m).symlink_to(runs[f"{m}_out"])
+    made = update_test_predictions(["a", "b"], tmp_path / "results", tmp_path / "from_weights",
+                                   data_dir, runs=tmp_path / "runs")
+    assert made["test_members"] == ["a", "b"]
     assert not earlier.exists()  # no quora test file here: neither path keeps the old one
     assert not (tmp_path / "from_files" / "para-test-output.csv").exists()
     for task, stem in (("sst", "sst"), ("sts", "sts")):
