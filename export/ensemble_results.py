@@ -21,13 +21,13 @@ reported; summary.json's `test_members` and `test_member_versions` say which.
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from export.run_folder import training_version
 from training.metrics import overall_scores, predicted_labels, task_metric
 from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
@@ -202,15 +202,6 @@ def _test_splits(pred_dir, data_dir, can_predict=lambda task: True):
     return tests
 
 
-def member_version(folder):
-    """Which training a row (or its run folder) holds: a hash of its metrics.jsonl.
-
-    The per-epoch timings in it make any two trainings differ, while publishing
-    or rescoring the same run leaves it byte for byte as it was.
-    """
-    return hashlib.sha256((Path(folder) / "metrics.jsonl").read_bytes()).hexdigest()[:16]
-
-
 def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None, made_by=None):
     """Brings the ensemble's test predictions in `pred_dir` up to date with `members`.
 
@@ -219,9 +210,9 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
     Failing both, predictions are kept only if `made_by` (the summary's record of
     who made them) is this very set of trainings; otherwise they are removed and
     the reason reported. Returns the new record: {"test_members": names or None,
-    "test_member_versions": {name: member_version} or None}.
+    "test_member_versions": {name: training_version} or None}.
     """
-    versions = {name: member_version(Path(results_dir) / name) for name in members}
+    versions = {name: training_version(Path(results_dir) / name) for name in members}
     made = {"test_members": list(members), "test_member_versions": versions}
     if write_test_predictions_from_outputs([Path(results_dir) / n for n in members],
                                            pred_dir, data_dir):
@@ -232,7 +223,7 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
         for folder in folders:
             if not (folder / "metrics.jsonl").is_file():
                 unusable.append(f"{folder} (missing)")
-            elif member_version(folder) != versions[folder.name]:
+            elif training_version(folder) != versions[folder.name]:
                 unusable.append(f"{folder} (another training than its row)")
         if not unusable:
             write_test_predictions(folders, pred_dir, data_dir)

@@ -1,5 +1,6 @@
 """`RunFolder`: one training run on disk (config.json, best.keras, vocab.txt)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -80,7 +81,19 @@ class RunFolder:
             "model": self.config.get("model"),
             "max_length": self.max_length,
             "lowercase": self.lowercase,
+            # Which training these weights are: results/<row>/metrics.jsonl hashes the same.
+            "training": (training_version(self.path)
+                         if (self.path / "metrics.jsonl").is_file() else None),
         }
 
     def __repr__(self):
         return f"RunFolder({str(self.path)!r}, variant={self.variant!r})"
+
+
+def training_version(folder):
+    """Which training a run folder (or the results row published from it) holds.
+
+    A hash of its metrics.jsonl: the per-epoch timings in it make any two
+    trainings differ, while publishing or rescoring a run leaves it as it was.
+    """
+    return hashlib.sha256((Path(folder) / "metrics.jsonl").read_bytes()).hexdigest()[:16]

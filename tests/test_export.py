@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the SavedModel uses
 
 from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
+from export.run_folder import training_version
 from export.tflite_runtime import custom_op_names, load_interpreter
 from test_export_fixtures import (MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs,
                                   exported, make_run)
@@ -80,6 +81,10 @@ def test_cli_writes_files_and_manifest(export_dir, runs):
     assert [m["path"] for m in manifest["members"]] == [str(runs["bi"]), str(runs["cross"])]
     assert [m["variant"] for m in manifest["members"]] == ["bi", "cross"]
     assert [m["pair_encoding"] for m in manifest["members"]] == ["bi", "cross"]
+    # Which trainings were exported, in the terms results/em/summary.json uses.
+    trainings = [m["training"] for m in manifest["members"]]
+    assert trainings == [training_version(runs["bi"]), training_version(runs["cross"])]
+    assert trainings[0] != trainings[1]
     assert manifest["max_length"] == MAX_LENGTH
     for kind in ("saved_model", "float32", "int8", "ids_float32", "ids_int8", "vocab"):
         entry = manifest["files"][kind]

@@ -60,6 +60,7 @@ def make_run(folder, seed, vocab=VOCAB, max_length=MAX_LENGTH, variant=None, **m
     (folder / "config.json").write_text(json.dumps({
         "variant": variant or folder.name, "max_length": max_length, "lowercase": True,
         "num_sentiment_classes": 5, "model": "tiny"}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "seed": seed}) + "\n")
     return folder
 
 

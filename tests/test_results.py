@@ -121,18 +121,19 @@ def test_em_summary_is_the_mean_of_its_members(data_dir):
 def test_em_test_predictions_were_made_by_its_members():
     # Test predictions come from the members' outputs or weights; the summary records
     # which trainings made them, and those must be the trainings the rows hold now.
-    from export.ensemble_results import member_version
+    from export.run_folder import training_version
 
     em = json.loads((RESULTS_DIR / "em" / "summary.json").read_text())
     assert em["test_members"] == em["members"]
     assert em["test_member_versions"] == {
-        name: member_version(RESULTS_DIR / name) for name in em["members"]}
+        name: training_version(RESULTS_DIR / name) for name in em["members"]}
 
 
 def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_path, capsys):
     from training.predictions import write_predictions
 
-    from export.ensemble_results import member_version, update_test_predictions
+    from export.ensemble_results import update_test_predictions
+    from export.run_folder import training_version
 
     sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
     results, runs, out = tmp_path / "results", tmp_path / "runs", tmp_path / "em"
@@ -145,7 +146,7 @@ def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_pat
         (row / "metrics.jsonl").write_text(f'{{"epoch": 1, "train_seconds": {score}}}\n')
     made = update_test_predictions(["a", "b"], results, out, tiny_data_dir)
     assert made == {"test_members": ["a", "b"], "test_member_versions": {
-        "a": member_version(results / "a"), "b": member_version(results / "b")}}
+        "a": training_version(results / "a"), "b": training_version(results / "b")}}
     assert set(read_predictions(out / "sts-test-output.csv").values()) == {2.0}
     # Rows without test outputs (older ones): the same trainings keep their predictions.
     for name in "ab":
