@@ -213,6 +213,9 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
     "test_member_versions": {name: training_version} or None}.
     """
     versions = {name: training_version(Path(results_dir) / name) for name in members}
+    for name, version in versions.items():
+        if version is None:  # every published row has one; without it nothing can be matched
+            raise FileNotFoundError(f"{Path(results_dir) / name / 'metrics.jsonl'}: no such file")
     made = {"test_members": list(members), "test_member_versions": versions}
     if write_test_predictions_from_outputs([Path(results_dir) / n for n in members],
                                            pred_dir, data_dir):
@@ -221,9 +224,10 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
         folders = [Path(runs) / name for name in members]
         unusable = []
         for folder in folders:
-            if not (folder / "metrics.jsonl").is_file():
+            version = training_version(folder)
+            if version is None:
                 unusable.append(f"{folder} (missing)")
-            elif training_version(folder) != versions[folder.name]:
+            elif version != versions[folder.name]:
                 unusable.append(f"{folder} (another training than its row)")
         if not unusable:
             write_test_predictions(folders, pred_dir, data_dir)
@@ -231,14 +235,13 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
         print(f"cannot recompute test predictions from weights: {', '.join(unusable)}",
               file=sys.stderr)
     made_by = made_by or {}
-    if made_by.get("test_members") == list(members) and \
-            made_by.get("test_member_versions") == versions:
-        return made
     if made_by.get("test_members") != list(members):
         why = f"made for {made_by.get('test_members') or 'unrecorded members'}, not {list(members)}"
     else:
-        changed = [n for n in members if (made_by.get("test_member_versions") or {}).get(n)
-                   != versions[n]]
+        recorded = made_by.get("test_member_versions") or {}
+        changed = [n for n in members if recorded.get(n) != versions[n]]
+        if not changed:
+            return made
         why = f"made by other trainings of {changed} than the rows now hold"
     drop_test_predictions(pred_dir, why)
     return {"test_members": None, "test_member_versions": None}

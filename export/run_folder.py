@@ -82,8 +82,7 @@ class RunFolder:
             "max_length": self.max_length,
             "lowercase": self.lowercase,
             # Which training these weights are: results/<row>/metrics.jsonl hashes the same.
-            "training": (training_version(self.path)
-                         if (self.path / "metrics.jsonl").is_file() else None),
+            "training": training_version(self.path),
         }
 
     def __repr__(self):
@@ -95,5 +94,9 @@ def training_version(folder):
 
     A hash of its metrics.jsonl: the per-epoch timings in it make any two
     trainings differ, while publishing or rescoring a run leaves it as it was.
+    None if the folder has no metrics.jsonl (not a finished training, or none).
     """
-    return hashlib.sha256((Path(folder) / "metrics.jsonl").read_bytes()).hexdigest()[:16]
+    metrics = Path(folder) / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    return hashlib.sha256(metrics.read_bytes()).hexdigest()[:16]

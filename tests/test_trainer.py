@@ -474,9 +474,9 @@ def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_pat
     earlier.parent.mkdir()
     earlier.write_text("id,Predicted_Is_Paraphrase\nold,1\n")
     # Rows without test outputs: from the weights in run folders holding the rows' trainings.
+    (tmp_path / "runs").mkdir()
     for m in "ab":
         (tmp_path / "results" / m / "test-outputs.npz").unlink()
-        (tmp_path / "runs").mkdir(exist_ok=True)
         (tmp_path / "runs" / m).symlink_to(runs[f"{m}_out"])
     made = update_test_predictions(["a", "b"], tmp_path / "results", tmp_path / "from_weights",
                                    data_dir, runs=tmp_path / "runs")
