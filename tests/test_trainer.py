@@ -456,6 +456,46 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
                                    list(in_file.values()), atol=6e-5)
 
 
+def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path):
+    # B was killed twice and resumed: it reproduces A, published as the row, exactly.
+    from training.results import compare, publish
+
+    _ok(runs["a"])
+    _ok(runs["b3"])
+    row = publish(runs["a_out"], "tiny", results_dir=tmp_path / "results")
+    same = compare(runs["b_out"], row)
+    assert same["reproduced"] and same["best_epoch"][0] == same["best_epoch"][1]
+    assert len(same["epochs"]) == EPOCHS * 5  # 3 tasks + 2 overall scores per epoch
+    assert all(a == b for _, _, a, b in same["epochs"])
+    assert same["labels"] == {"sst": 1.0, "quora": 1.0}
+    assert same["scores"] == {"sts": 0.0}
+    assert same["outputs"] == {"sst": 0.0, "quora": 0.0, "sts": 0.0}
+    # Another training: one SST dev label flipped, epoch 1's Quora accuracy .002 off,
+    # and one STS output 0.5 off (in the run's own file order, which the row need not share).
+    other = tmp_path / "other"
+    shutil.copytree(runs["b_out"], other, ignore=shutil.ignore_patterns("checkpoints", "*.keras"))
+    sst_csv = other / "predictions" / "sst-dev-output.csv"
+    lines = sst_csv.read_text().splitlines()
+    example, label = lines[1].split(",")
+    lines[1] = f"{example},{(int(label) + 1) % 5}"
+    sst_csv.write_text("\n".join(lines) + "\n")
+    history = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
+    history[0]["dev"]["quora_acc"] += 0.002
+    (other / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    with np.load(other / "predictions" / "dev-outputs.npz") as raw:
+        arrays = dict(raw)
+    arrays["sts_outputs"][3] += 0.5
+    np.savez(other / "predictions" / "dev-outputs.npz", **arrays)
+    found = compare(other, row)
+    assert not found["reproduced"]
+    assert found["labels"]["sst"] == pytest.approx(1 - 1 / TINY_ROWS["dev"])
+    assert found["labels"]["quora"] == 1.0
+    assert found["outputs"]["sts"] == pytest.approx(0.5, abs=1e-6)
+    off = [(e, m) for e, m, a, b in found["epochs"] if abs(a - b) > 1e-3]
+    assert off == [(1, "quora_acc")]
+    assert compare(other, row, tolerance=0.01)["reproduced"]
+
+
 def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):
     # EM's test predictions without weights (published outputs) are those the
     # export's Keras ensemble computes from the members' weights.

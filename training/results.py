@@ -4,6 +4,7 @@
     python -m training.results row cross --data-dir DATA   # retrain a row from its command
     python -m training.results table                       # rewrite the table in results/README.md
     python -m training.results check --data-dir DATA       # rescore every row from its files
+    python -m training.results compare runs/cross          # does a retrain reproduce its row?
 
 A row folder holds what a reader needs to trust a number without the run
 folder (checkpoints and weights are not committed):
@@ -194,8 +195,6 @@ def _publish_outputs(pred_dir, row, split, required=True):
 
     Returns False (and writes nothing) if the run has none and they are not required.
     """
-    from training.predictions import prediction_path, read_predictions
-
     source = pred_dir / f"{split}-outputs.npz"
     target = row / f"{split}-outputs.npz"
     if not source.is_file():
@@ -204,17 +203,24 @@ def _publish_outputs(pred_dir, row, split, required=True):
                                     f"`python -m training.run --out {pred_dir.parent} --resume`")
         target.unlink(missing_ok=True)  # never keep an earlier run's outputs beside these
         return False
-    raw = np.load(source)
-    arrays = {}
-    for key in raw.files:
-        if not key.endswith("_outputs"):
-            continue
-        task = key[: -len("_outputs")]
-        order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
-        file_ids = list(read_predictions(prediction_path(pred_dir, task, split)))
-        arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
-    np.savez_compressed(target, **arrays)
+    np.savez_compressed(target, **_outputs_in_file_order(pred_dir, split))
     return True
+
+
+def _outputs_in_file_order(pred_dir, split):
+    """{task: a run's raw `split` outputs in the row order of its prediction file}."""
+    from training.predictions import prediction_path, read_predictions
+
+    arrays = {}
+    with np.load(pred_dir / f"{split}-outputs.npz") as raw:
+        for key in raw.files:
+            if not key.endswith("_outputs"):
+                continue
+            task = key[: -len("_outputs")]
+            order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
+            file_ids = list(read_predictions(prediction_path(pred_dir, task, split)))
+            arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
+    return arrays
 
 
 def _publish_train_loss(tensorboard_dir, path):
@@ -391,6 +397,90 @@ def rescore(row, data_dir):
     return out
 
 
+def compare(run_dir, row, tolerance=1e-3):
+    """How closely a run, retrained from a row's command, reproduces the published row.
+
+    Args:
+        run_dir: the finished run folder.
+        row: the published row folder (`results/NAME`).
+        tolerance: the largest difference of a logged dev metric that still counts
+            as the same (1e-3 is one SST example in 1,101).
+
+    Returns:
+        A dict: `epochs`, `[(epoch, metric, run value, row value)]` for every
+        logged dev metric; `labels`, `{task: share of dev examples whose predicted
+        label is the same}` (SST, Quora); `scores`, `{task: largest difference of a
+        dev prediction}` (STS, as the CSVs round it); `outputs`, `{task: largest
+        difference of the raw dev outputs}`; `best_epoch`, `(run, row)`; and
+        `reproduced`: the same epochs, the same best epoch, and every logged
+        metric within `tolerance`.
+    """
+    from training.predictions import prediction_path, read_predictions
+
+    run_dir, row = Path(run_dir), Path(row)
+    for folder in (run_dir, row):
+        if not (folder / "summary.json").is_file():
+            raise FileNotFoundError(f"{folder}/summary.json: no such file (not a finished run "
+                                    f"or a published row)")
+
+    def history(folder):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return {h["epoch"]: h["dev"] for h in map(json.loads, filter(str.strip, lines))}
+
+    ran, published = history(run_dir), history(row)
+    epochs = [(epoch, metric, ran[epoch][metric], published[epoch][metric])
+              for epoch in sorted(set(ran) & set(published))
+              for metric in published[epoch] if metric in ran[epoch]]
+    best = tuple(json.loads((f / "summary.json").read_text())["best_epoch"]
+                 for f in (run_dir, row))
+    labels, scores = {}, {}
+    for task in ("sst", "quora", "sts"):
+        paths = [prediction_path(f / "predictions", task, "dev") for f in (run_dir, row)]
+        if not all(path.is_file() for path in paths):
+            continue
+        mine, theirs = map(read_predictions, paths)
+        if mine.keys() != theirs.keys():
+            raise ValueError(f"{paths[0]} and {paths[1]} predict different dev examples")
+        a, b = np.array(list(mine.values())), np.array([theirs[i] for i in mine])
+        if task == "sts":
+            scores[task] = float(np.abs(a - b).max())
+        else:
+            labels[task] = float(np.mean(a == b))
+    outputs = {}
+    if (run_dir / "predictions" / "dev-outputs.npz").is_file() and \
+            (row / "dev-outputs.npz").is_file():
+        # Both in the row order of their own prediction files; the run's put in the row's.
+        ran_outputs = _outputs_in_file_order(run_dir / "predictions", "dev")
+        with np.load(row / "dev-outputs.npz") as row_outputs:
+            for task in set(ran_outputs) & set(row_outputs.files):
+                in_row = list(read_predictions(prediction_path(row / "predictions", task, "dev")))
+                in_run = {i: k for k, i in enumerate(
+                    read_predictions(prediction_path(run_dir / "predictions", task, "dev")))}
+                mine = ran_outputs[task][[in_run[i] for i in in_row]]
+                outputs[task] = float(np.abs(mine - row_outputs[task]).max())
+    reproduced = (set(ran) == set(published) and best[0] == best[1]
+                  and all(abs(a - b) <= tolerance for _, _, a, b in epochs))
+    return {"epochs": epochs, "labels": labels, "scores": scores, "outputs": outputs,
+            "best_epoch": best, "reproduced": reproduced}
+
+
+def print_comparison(found, out=sys.stdout):
+    """`compare`'s result as a few lines a reader can check."""
+    worst = {}
+    for epoch, metric, a, b in found["epochs"]:
+        worst[epoch] = max(worst.get(epoch, 0.0), abs(a - b))
+    for epoch, diff in sorted(worst.items()):
+        print(f"epoch {epoch}: largest dev metric difference {diff:.2g}", file=out)
+    print(f"best epoch: run {found['best_epoch'][0]}, row {found['best_epoch'][1]}", file=out)
+    for task, share in found["labels"].items():
+        print(f"{task} dev labels: {share:.2%} the same", file=out)
+    for task, diff in found["scores"].items():
+        print(f"{task} dev scores: largest difference {diff:.2g}", file=out)
+    for task, diff in sorted(found["outputs"].items()):
+        print(f"{task} raw dev outputs: largest difference {diff:.2g}", file=out)
+    print("reproduced" if found["reproduced"] else "NOT reproduced", file=out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,6 +497,12 @@ def main(argv=None):
                                  "results/learning_curves.png")
     p = sub.add_parser("check", help="rescore every row from its prediction files")
     p.add_argument("--data-dir", default=None)
+    p = sub.add_parser("compare", help="how closely a retrained run reproduces its row "
+                                       "(exit 1 if not)")
+    p.add_argument("run_dir")
+    p.add_argument("--row", help="row name (default: the run folder's name)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest dev metric difference that counts as the same")
     args = parser.parse_args(argv)
 
     if args.command == "publish":
@@ -423,9 +519,17 @@ def main(argv=None):
                                       "--out", str(out)] + (["--resume"] if out.exists() else []))
         if code:
             return code
+        if (RESULTS_DIR / args.name / "summary.json").is_file():
+            print(f"{out} against the published {args.name}, which it replaces:")
+            print_comparison(compare(out, RESULTS_DIR / args.name))
         publish(out, args.name)
         print(write_table())
         print(plot_curves())
+    elif args.command == "compare":
+        found = compare(args.run_dir, RESULTS_DIR / (args.row or Path(args.run_dir).name),
+                        args.tolerance)
+        print_comparison(found)
+        return 0 if found["reproduced"] else 1
     elif args.command == "table":
         print(write_table())
         print(plot_curves())
