@@ -456,8 +456,9 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
                                    list(in_file.values()), atol=6e-5)
 
 
-def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path):
+def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path, monkeypatch, capsys):
     # B was killed twice and resumed: it reproduces A, published as the row, exactly.
+    from training import results
     from training.results import compare, publish
 
     _ok(runs["a"])
@@ -494,6 +495,15 @@ def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path):
     off = [(e, m) for e, m, a, b in found["epochs"] if abs(a - b) > 1e-3]
     assert off == [(1, "quora_acc")]
     assert compare(other, row, tolerance=0.01)["reproduced"]
+    # The command line: exit 0 reproduced, 1 not, 2 (with the file named) for an unfinished run.
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
+    assert results.main(["compare", str(runs["b_out"]), "--row", "tiny"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "reproduced"
+    assert results.main(["compare", str(other), "--row", "tiny"]) == 1
+    assert "sst dev labels: 97.92% the same" in capsys.readouterr().out  # 47 of 48
+    (other / "summary.json").unlink()
+    assert results.main(["compare", str(other), "--row", "tiny"]) == 2
+    assert f"{other}/summary.json: no such file" in capsys.readouterr().err
 
 
 def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):

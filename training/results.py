@@ -498,13 +498,20 @@ def main(argv=None):
     p = sub.add_parser("check", help="rescore every row from its prediction files")
     p.add_argument("--data-dir", default=None)
     p = sub.add_parser("compare", help="how closely a retrained run reproduces its row "
-                                       "(exit 1 if not)")
+                                       "(exit 1 if not, 2 on a missing file)")
     p.add_argument("run_dir")
     p.add_argument("--row", help="row name (default: the run folder's name)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest dev metric difference that counts as the same")
     args = parser.parse_args(argv)
+    try:
+        return _command(args)
+    except (FileNotFoundError, ValueError) as e:  # they name the file: no traceback needed
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
+
+def _command(args):
     if args.command == "publish":
         print(publish(args.run_dir, args.name, note=args.note))
     elif args.command == "row":
