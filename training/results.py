@@ -464,8 +464,9 @@ def compare(run_dir, row, tolerance=1e-3):
             "best_epoch": best, "reproduced": reproduced}
 
 
-def print_comparison(found, out=sys.stdout):
-    """`compare`'s result as a few lines a reader can check."""
+def print_comparison(found, out=None):
+    """`compare`'s result as a few lines a reader can check (to `out`, default stdout)."""
+    out = out or sys.stdout
     worst = {}
     for epoch, metric, a, b in found["epochs"]:
         worst[epoch] = max(worst.get(epoch, 0.0), abs(a - b))
