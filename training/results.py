@@ -156,8 +156,7 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
         raise FileNotFoundError(f"{run_dir}/summary.json: no such file; the run has not "
                                 f"finished (resume it with training.run --resume)")
     config = json.loads((run_dir / "config.json").read_text())
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-               if line.strip()]
+    history = _history(run_dir)
     row = Path(results_dir) / name
     (row / "predictions").mkdir(parents=True, exist_ok=True)
     (row / "config.json").write_text(json.dumps(portable_config(config, name), indent=2) + "\n")
@@ -190,6 +189,12 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     return row
 
 
+def _history(folder):
+    """The per-epoch records of a run or row's metrics.jsonl."""
+    lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def _publish_outputs(pred_dir, row, split, required=True):
     """Raw `split` outputs, reordered to the rows of its prediction files, without ids.
 
@@ -203,23 +208,29 @@ def _publish_outputs(pred_dir, row, split, required=True):
                                     f"`python -m training.run --out {pred_dir.parent} --resume`")
         target.unlink(missing_ok=True)  # never keep an earlier run's outputs beside these
         return False
-    np.savez_compressed(target, **_outputs_in_file_order(pred_dir, split))
+    from training.predictions import prediction_path, read_predictions
+
+    np.savez_compressed(target, **_outputs_in_order(
+        source, lambda task: list(read_predictions(prediction_path(pred_dir, task, split)))))
     return True
 
 
-def _outputs_in_file_order(pred_dir, split):
-    """{task: a run's raw `split` outputs in the row order of its prediction file}."""
-    from training.predictions import prediction_path, read_predictions
+def _outputs_in_order(source, ids_of):
+    """{task: the raw outputs in a run's `*-outputs.npz`, in the order of `ids_of(task)`}.
 
+    A task for which `ids_of` returns None is left out.
+    """
     arrays = {}
-    with np.load(pred_dir / f"{split}-outputs.npz") as raw:
+    with np.load(source) as raw:
         for key in raw.files:
             if not key.endswith("_outputs"):
                 continue
             task = key[: -len("_outputs")]
+            ids = ids_of(task)
+            if ids is None:
+                continue
             order = {example_id: i for i, example_id in enumerate(raw[f"{task}_ids"].tolist())}
-            file_ids = list(read_predictions(prediction_path(pred_dir, task, split)))
-            arrays[task] = raw[key][[order[i] for i in file_ids]].astype(np.float32)
+            arrays[task] = raw[key][[order[i] for i in ids]].astype(np.float32)
     return arrays
 
 
@@ -273,7 +284,7 @@ def plot_curves(path=None, results_dir=RESULTS_DIR, smooth=0.6):
                 ema = smooth * ema + (1 - smooth) * loss
                 smoothed.append(ema)
             ax.plot([p[0] for p in points], smoothed, color=colour, label=row.name)
-        history = [json.loads(line) for line in (row / "metrics.jsonl").read_text().splitlines()]
+        history = _history(row)
         scores = [h["dev"].get("overall_cs224n") for h in history]
         if all(s is not None for s in scores):
             axes[3].plot([h["epoch"] for h in history], scores, "o-", color=colour,
@@ -423,17 +434,13 @@ def compare(run_dir, row, tolerance=1e-3):
             raise FileNotFoundError(f"{folder}/summary.json: no such file (not a finished run "
                                     f"or a published row)")
 
-    def history(folder):
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-        return {h["epoch"]: h["dev"] for h in map(json.loads, filter(str.strip, lines))}
-
-    ran, published = history(run_dir), history(row)
+    ran, published = ({h["epoch"]: h["dev"] for h in _history(f)} for f in (run_dir, row))
     epochs = [(epoch, metric, ran[epoch][metric], published[epoch][metric])
               for epoch in sorted(set(ran) & set(published))
               for metric in published[epoch] if metric in ran[epoch]]
     best = tuple(json.loads((f / "summary.json").read_text())["best_epoch"]
                  for f in (run_dir, row))
-    labels, scores = {}, {}
+    labels, scores, row_ids = {}, {}, {}
     for task in ("sst", "quora", "sts"):
         paths = [prediction_path(f / "predictions", task, "dev") for f in (run_dir, row)]
         if not all(path.is_file() for path in paths):
@@ -441,6 +448,7 @@ def compare(run_dir, row, tolerance=1e-3):
         mine, theirs = map(read_predictions, paths)
         if mine.keys() != theirs.keys():
             raise ValueError(f"{paths[0]} and {paths[1]} predict different dev examples")
+        row_ids[task] = list(theirs)
         a, b = np.array(list(mine.values())), np.array([theirs[i] for i in mine])
         if task == "sts":
             scores[task] = float(np.abs(a - b).max())
@@ -449,15 +457,11 @@ def compare(run_dir, row, tolerance=1e-3):
     outputs = {}
     if (run_dir / "predictions" / "dev-outputs.npz").is_file() and \
             (row / "dev-outputs.npz").is_file():
-        # Both in the row order of their own prediction files; the run's put in the row's.
-        ran_outputs = _outputs_in_file_order(run_dir / "predictions", "dev")
+        # The row's outputs are in its prediction files' order: put the run's in the same.
+        ran_outputs = _outputs_in_order(run_dir / "predictions" / "dev-outputs.npz", row_ids.get)
         with np.load(row / "dev-outputs.npz") as row_outputs:
             for task in set(ran_outputs) & set(row_outputs.files):
-                in_row = list(read_predictions(prediction_path(row / "predictions", task, "dev")))
-                in_run = {i: k for k, i in enumerate(
-                    read_predictions(prediction_path(run_dir / "predictions", task, "dev")))}
-                mine = ran_outputs[task][[in_run[i] for i in in_row]]
-                outputs[task] = float(np.abs(mine - row_outputs[task]).max())
+                outputs[task] = float(np.abs(ran_outputs[task] - row_outputs[task]).max())
     reproduced = (set(ran) == set(published) and best[0] == best[1]
                   and all(abs(a - b) <= tolerance for _, _, a, b in epochs))
     return {"epochs": epochs, "labels": labels, "scores": scores, "outputs": outputs,
