@@ -18,6 +18,7 @@ from training.predictions import prediction_path, read_predictions
 from training.readers import load_split
 from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
                               em_size_table, rescore, rows, table, training_args)
+from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
 from training.run import build_parser, config_from_args
 from training.variants import get_variant
 
@@ -39,6 +40,9 @@ def test_there_are_rows_and_the_readme_table_is_current():
     assert sizes == em_size_table(), "the EM size table is stale: run python -m training.results table"
     chosen = json.loads((RESULTS_DIR / "em" / "run.json").read_text())["chosen_size"]
     assert f"| **{chosen} (EM)** |" in sizes
+    figures = readme.split(EM_EXPORT_START, 1)[1].split(EM_EXPORT_END, 1)[0].strip()
+    assert figures == export_section(RESULTS_DIR), \
+        "the EM export figures are stale: run python -m training.results table"
 
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
@@ -276,3 +280,71 @@ def test_em_test_predictions_are_the_ensemble_mean(tiny_data_dir, tmp_path):
         elif task == "quora":
             want = (want > 0.5).astype(int)
         np.testing.assert_allclose(list(got.values()), want, atol=6e-5, err_msg=task)
+
+
+def test_export_figures_say_whose_trainings_they_are(tmp_path):
+    # The README's export figures come from the manifest and the latency JSON, and
+    # their first line tracks whether the exported members are the rows' trainings.
+    from export.run_folder import training_version
+
+    results = tmp_path / "results"
+    for name in ("a", "b"):
+        (results / name).mkdir(parents=True)
+        (results / name / "metrics.jsonl").write_text(f'{{"epoch": 1, "name": "{name}"}}\n')
+    (results / "em").mkdir()
+    (results / "em" / "summary.json").write_text(json.dumps({"members": ["a", "b"]}))
+    diffs = {s: 2.5e-7 for s in ("sentiment", "paraphrase", "similarity", "embed")}
+    manifest = {
+        "members": [{"path": "runs/a", "training": training_version(results / "a")},
+                    {"path": "runs/b", "training": training_version(results / "b")}],
+        "tensorflow_version": "2.21.0", "keras_version": "3.15.1", "export_seconds": 61.4,
+        "files": {k: {"bytes": 3 * 2 ** 20} for k in
+                  ("saved_model", "float32", "int8", "ids_float32", "ids_int8")},
+        "verification": {
+            "parity": {"tolerance": 1e-4, "examples": dict.fromkeys(diffs, 64), "passed": True,
+                       "max_abs_diff": {"saved_model": diffs, "tflite_float32": diffs,
+                                        "tflite_ids_float32": diffs}},
+            "int8": {"source": "/data/here (dev files, seed 0)", "float_reference": "tflite_float32",
+                     "embedding_cosine": {"mean": 0.99861, "min": 0.9944, "examples": 500},
+                     "metrics": {"sst_accuracy": {"float32": 0.486, "int8": 0.48,
+                                                  "change": -0.006, "examples": 500}},
+                     "prediction_agreement": {"sentiment": 0.99},
+                     "ids_int8_vs_text_int8": dict.fromkeys(diffs, 0.0)}}}
+    path = results / "em" / "export_manifest.json"
+    path.write_text(json.dumps(manifest))
+    text = export_section(results)
+    assert "`a` + `b` (TF 2.21.0, Keras 3.15.1; 61 s" in text
+    assert "hold the very trainings their rows publish" in text
+    assert "| SavedModel | 2.5e-07 | 2.5e-07 | 2.5e-07 | 2.5e-07 |" in text
+    assert "64 examples per signature; tolerance 1e-4: passed." in text
+    assert "| SST acc | .486 | .480 | −.006 | 500 |" in text  # no Quora/STS metrics: no rows
+    assert "Quora acc" not in text and "/data/here" not in text
+    assert "(dev files, seed 0): decisions agree on 99.0% (sentiment); embedding cosine mean " \
+           ".9986, min .9944; ids-in int8 equals text-in int8 exactly." in text
+    assert "| 3.0 | 3.0 | 3.0 | 3.0 | 3.0 |" in text and "latency" not in text
+    latency = {"token_lengths": [15, 15], "load_before": [1.0], "load_after": [1.25], "rows": [
+        {"runtime": "TFLite float32", "threads": 1, "p50_ms": 40.0, "p95_ms": 41.0,
+         "min_ms": 39.0, "iterations": 100, "score": 4.5871},
+        {"runtime": "TFLite int8", "threads": 1, "p50_ms": 10.0, "p95_ms": 11.0,
+         "min_ms": 9.5, "iterations": 100, "score": 4.5766},
+        {"runtime": "Keras (eager)", "threads": "tf default", "p50_ms": 700.0, "p95_ms": 750.0,
+         "min_ms": 690.0, "iterations": 30, "score": 4.5871}]}
+    (results / "em" / "score_latency.json").write_text(json.dumps(latency))
+    text = export_section(results)
+    assert "| TFLite int8 | 1 | 10.00 | 11.00 | 9.50 | 100 | 4.577 |" in text
+    assert "| Keras (eager) | default | 700.00 |" in text
+    assert "10.00 ms p50 (5.00 ms per member), 4.0x faster than float32 on one thread and " \
+           "70.0x faster than eager Keras." in text
+    # `b` retrained and republished after the export: the figures are of other weights.
+    (results / "b" / "metrics.jsonl").write_text('{"epoch": 1, "name": "b, again"}\n')
+    assert "**Not the trainings the rows publish:** retrained since this export: `b`." in \
+        export_section(results)
+    # A manifest from before the `training` field, or of other members.
+    del manifest["members"][0]["training"]
+    path.write_text(json.dumps(manifest))
+    assert "is not recorded** (the manifest predates the `training` field) for `a`." in \
+        export_section(results)
+    manifest["members"][0]["path"] = "runs/c"
+    path.write_text(json.dumps(manifest))
+    assert "**Not the current EM:** the export's members are c, b; EM's are a, b." in \
+        export_section(results)

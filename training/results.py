@@ -2,7 +2,7 @@
 
     python -m training.results publish runs/cross          # run folder -> results/cross
     python -m training.results row cross --data-dir DATA   # retrain a row from its command
-    python -m training.results table                       # rewrite the table in results/README.md
+    python -m training.results table                       # rewrite results/README.md's tables
     python -m training.results check --data-dir DATA       # rescore every row from its files
     python -m training.results compare runs/cross          # does a retrain reproduce its row?
 
@@ -364,11 +364,16 @@ def _generated_sections(results_dir):
     sections = [(TABLE_START, TABLE_END, table(results_dir))]
     if (Path(results_dir) / "em" / "ensemble_size.json").is_file():
         sections.append((EM_SIZES_START, EM_SIZES_END, em_size_table(results_dir)))
+    if (Path(results_dir) / "em" / "export_manifest.json").is_file():
+        from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
+
+        sections.append((EM_EXPORT_START, EM_EXPORT_END, export_section(results_dir)))
     return sections
 
 
 def write_table(readme=None, results_dir=RESULTS_DIR):
-    """Rewrites the generated parts of results/README.md: the table and EM's size table."""
+    """Rewrites the generated parts of results/README.md: the table, EM's size table and
+    the EM export's figures."""
     readme = Path(readme or Path(results_dir) / "README.md")
     text = readme.read_text()
     for start, end, body in _generated_sections(results_dir):
@@ -498,8 +503,8 @@ def main(argv=None):
     p.add_argument("name", help="a row folder in results/, or a variant name for a new row")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--runs", default="runs", help="where the run folder goes (runs/)")
-    sub.add_parser("table", help="rewrite the table in results/README.md and "
-                                 "results/learning_curves.png")
+    sub.add_parser("table", help="rewrite the generated tables in results/README.md (rows, "
+                                 "EM sizes, EM export figures) and results/learning_curves.png")
     p = sub.add_parser("check", help="rescore every row from its prediction files")
     p.add_argument("--data-dir", default=None)
     p = sub.add_parser("compare", help="how closely a retrained run reproduces its row "
