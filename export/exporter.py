@@ -15,6 +15,7 @@ export folder:
 """
 
 import json
+import resource
 import shutil
 import tempfile
 import time
@@ -181,6 +182,8 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
         manifest["verification"] = verify_export(ensemble, out_dir, files, data_dir=data_dir,
                                                  log=log, **(verify_kwargs or {}))
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+    # The whole process's peak (Linux reports KiB): what a machine needs to run this export.
+    manifest["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     with open(out_dir / MANIFEST, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
     log(f"wrote {out_dir / MANIFEST} ({manifest['export_seconds']}s in all)")

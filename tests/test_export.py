@@ -6,6 +6,7 @@ in-process and shared with test_scorer.py (see test_export_fixtures.py).
 """
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -86,6 +87,9 @@ def test_cli_writes_files_and_manifest(export_dir, runs):
     assert trainings == [training_version(runs["bi"]), training_version(runs["cross"])]
     assert trainings[0] != trainings[1]
     assert manifest["max_length"] == MAX_LENGTH
+    # Peak RSS in MiB: TensorFlow alone takes hundreds; more than the machine has is a unit slip.
+    total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
+    assert 300 < manifest["peak_rss_mib"] < total_mib
     for kind in ("saved_model", "float32", "int8", "ids_float32", "ids_int8", "vocab"):
         entry = manifest["files"][kind]
         path = export_dir / entry["path"]

@@ -313,7 +313,11 @@ def test_export_figures_say_whose_trainings_they_are(tmp_path):
     path = results / "em" / "export_manifest.json"
     path.write_text(json.dumps(manifest))
     text = export_section(results)
-    assert "`a` + `b` (TF 2.21.0, Keras 3.15.1; 61 s" in text
+    assert "`a` + `b` (TF 2.21.0, Keras 3.15.1; 61 s to export" in text
+    manifest["peak_rss_mib"] = 11571
+    path.write_text(json.dumps(manifest))
+    text = export_section(results)
+    assert "; 61 s and 11.3 GiB peak RSS to export and verify)" in text
     assert "hold the very trainings their rows publish" in text
     assert "| SavedModel | 2.5e-07 | 2.5e-07 | 2.5e-07 | 2.5e-07 |" in text
     assert "64 examples per signature; tolerance 1e-4: passed." in text

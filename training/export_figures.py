@@ -125,7 +125,10 @@ def export_section(results_dir):
     members = [Path(m["path"]).name for m in manifest["members"]]
     lines = [f"Exported members: {' + '.join(f'`{n}`' for n in members)} (TF "
              f"{manifest['tensorflow_version']}, Keras {manifest['keras_version']}; "
-             f"{manifest['export_seconds']:.0f} s to export and verify). " + _trainings(
+             f"{manifest['export_seconds']:.0f} s" + (
+                 f" and {manifest['peak_rss_mib'] / 1024:.1f} GiB peak RSS"
+                 if "peak_rss_mib" in manifest else "")
+             + " to export and verify). " + _trainings(
                  manifest, results_dir), "", "**Float parity with Keras:**", ""]
     lines += _parity(verification["parity"])
     lines += ["", "**int8 against float32 TFLite:**", ""] + _int8(verification["int8"])
