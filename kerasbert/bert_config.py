@@ -46,7 +46,8 @@ class BertConfig:
     >>> config = BertConfig.tiny()
     >>> config.head_dim
     8
-    >>> BertConfig.from_dict({"vocab_size": 99, "hidden_size": 32}).hidden_dim
+    >>> BertConfig.from_dict({"vocab_size": 99, "hidden_size": 32,
+    ...                       "num_attention_heads": 4}).hidden_dim
     32
     """
 
