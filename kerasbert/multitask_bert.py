@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from kerasbert.bert_backbone import BertBackbone
+from kerasbert.masked_mean_pooling import MaskedMeanPooling
+from kerasbert.pair_score import PairScore
 
 TASKS = ("sentiment", "paraphrase", "similarity")
 _INPUT_KEYS = ("token_ids", "segment_ids", "padding_mask")
@@ -18,49 +20,6 @@ def sentence_inputs(prefix=None):
     return {k: keras.Input(shape=(None,), dtype="int32",
                            name=f"{prefix}_{k}" if prefix else k)
             for k in _INPUT_KEYS}
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class MaskedMeanPooling(keras.layers.Layer):
-    """Mean of the token vectors where `padding_mask` is 1: (B,T,H),(B,T) -> (B,H)."""
-
-    def call(self, sequence, padding_mask):
-        # expand_dims, not [:, :, None]: TFLite cannot lower a new-axis strided
-        # slice when both B and T are dynamic (length-trimmed export).
-        mask = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)  # (B,T) -> (B,T,1)
-        total = ops.sum(sequence * mask, axis=1)
-        count = ops.maximum(ops.sum(mask, axis=1), 1.0)
-        return total / count
-
-    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
-        return (sequence_shape[0], sequence_shape[2])
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class PairScore(keras.layers.Layer):
-    """Scores two sentence vectors without parameters: `dot` or `cosine`.
-
-    (B,E),(B,E) -> (B,). Cosine is computed in float32 for stability.
-    """
-
-    def __init__(self, kind, **kwargs):
-        super().__init__(**kwargs)
-        if kind not in ("dot", "cosine"):
-            raise ValueError(f"PairScore kind must be 'dot' or 'cosine', got {kind!r}")
-        self.kind = kind
-
-    def call(self, a, b):
-        a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
-        if self.kind == "cosine":
-            a = a / ops.maximum(ops.norm(a, axis=-1, keepdims=True), 1e-8)
-            b = b / ops.maximum(ops.norm(b, axis=-1, keepdims=True), 1e-8)
-        return ops.sum(a * b, axis=-1)
-
-    def compute_output_shape(self, a_shape, b_shape=None):
-        return (a_shape[0],)
-
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

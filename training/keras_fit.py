@@ -41,9 +41,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import losses as task_losses
+from training.head_rate_adamw import HeadRateAdamW
 from training.readers import PairData, SentenceData
 from training.pipelines import make_eval_dataset
+from training.streaming_pearson import StreamingPearson
+from training.thresholded_similarity_bce import ThresholdedSimilarityBCE
 from training.train_config import TrainConfig
 from training.variants import TASK_OUTPUT, Variant, get_variant
 from training.warmup_linear_decay import WarmupLinearDecay
@@ -60,91 +62,6 @@ DEFAULT_LENGTHS = {"bi": {"sentiment": 64, "paraphrase": 64, "similarity": 64},
 _RUN_HINT = "python -m training.run --variant {name}"
 # The custom loop's default rate for the freshly initialised heads.
 HEAD_LR = TrainConfig.head_lr
-
-
-# --------------------------------------------------------------- losses
-@keras.saving.register_keras_serializable(package="kerasbert")
-class ThresholdedSimilarityBCE(keras.losses.Loss):
-    """The paper's BM STS loss as a Keras loss: BCE of `score / 5` against `label > 2.5`.
-
-    A thin wrapper: the value *is* `training.losses.thresholded_similarity_bce`
-    (so the two training paths share one definition), including its
-    weighting: with a sample weight it is `sum(w * loss) / max(sum(w), 1)`,
-    so weight-0 padding rows do not count. The reduction is therefore always
-    that mean.
-
-    (Not `tf.vectorized_map` over the function to get per-example values:
-    its batched ops need their inputs as compile-time constants, which made
-    XLA recompile the whole train step on every step.)
-
-    Example:
-    >>> loss = ThresholdedSimilarityBCE()
-    >>> round(float(loss([4.0, 1.0], [2.5, 2.5])), 4)  # p = 0.5 either way: log 2
-    0.6931
-    """
-
-    def __init__(self, name="thresholded_similarity_bce", reduction="sum_over_batch_size",
-                 dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        with tf.name_scope(self.name):
-            return self.call(y_true, y_pred, sample_weight)
-
-    def call(self, y_true, y_pred, sample_weight=None):
-        # Flatten: Keras may hand (B, 1) labels against (B,) scores.
-        weight = None if sample_weight is None else tf.reshape(sample_weight, [-1])
-        return task_losses.thresholded_similarity_bce(
-            tf.reshape(y_pred, [-1]), tf.reshape(y_true, [-1]), weight)
-
-    def get_config(self):
-        return {"name": self.name}
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class StreamingPearson(keras.metrics.Metric):
-    """Pearson r between predictions and labels over every example seen.
-
-    Unlike `keras.metrics.PearsonCorrelation` (a mean of per-batch
-    correlations), this accumulates sums over the whole epoch, so it is the
-    CS224N STS metric (`np.corrcoef` over the dev set) when `evaluate` sees
-    each dev example once. Rows with sample weight 0 (padding) are ignored.
-
-    Example:
-    >>> m = StreamingPearson()
-    >>> m.update_state([1.0, 2.0], [1.0, 2.5]); m.update_state([3.0], [2.9])
-    >>> round(float(m.result()), 4)  # np.corrcoef([1, 2, 3], [1, 2.5, 2.9])[0, 1]
-    0.9484
-    """
-
-    _SUMS = ("n", "x", "y", "xx", "yy", "xy")
-
-    def __init__(self, name="pearson", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self._sums = [self.add_variable(shape=(), initializer="zeros", dtype="float32",
-                                        name=f"sum_{k}") for k in self._SUMS]
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y = tf.reshape(tf.cast(y_true, tf.float32), [-1])
-        x = tf.reshape(tf.cast(y_pred, tf.float32), [-1])
-        w = (tf.ones_like(x) if sample_weight is None
-             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
-        for var, value in zip(self._sums, (w, w * x, w * y, w * x * x, w * y * y, w * x * y)):
-            var.assign_add(tf.reduce_sum(value))
-
-    def result(self):
-        n, sx, sy, sxx, syy, sxy = (tf.maximum(s, 0.0) if k in ("n", "xx", "yy") else s
-                                    for k, s in zip(self._SUMS, self._sums))
-        n = tf.maximum(n, 1.0)
-        cov = sxy / n - (sx / n) * (sy / n)
-        var_x = tf.maximum(sxx / n - tf.square(sx / n), 0.0)
-        var_y = tf.maximum(syy / n - tf.square(sy / n), 0.0)
-        # A constant prediction has no correlation: 0, as training.metrics says.
-        return tf.math.divide_no_nan(cov, tf.sqrt(var_x * var_y))
-
-    def reset_state(self):
-        for var in self._sums:
-            var.assign(0.0)
 
 
 def _check_variant(variant):
@@ -184,65 +101,6 @@ def task_losses_and_metrics(variant):
                        keras.metrics.MeanAbsoluteError(name="mae")],
     }
     return losses, metrics
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class HeadRateAdamW(keras.optimizers.AdamW):
-    """AdamW in which some variables (the task heads) step at `head_rate` x the rate.
-
-    The custom loop trains the pretrained encoder at `lr` and the freshly
-    initialised heads at `head_lr` with two AdamWs on the same schedule
-    shape; `model.fit` takes one optimizer, so this one scales the rate (and
-    the decoupled weight decay, which AdamW ties to the rate) of the
-    variables at `head_paths` by `head_rate = head_lr / lr`. One difference
-    remains: global-norm clipping sees all gradients together, where the
-    custom loop clips each group by its own norm.
-
-    Args:
-        head_paths: `variable.path` of each head variable.
-        head_rate: the heads' multiple of the learning rate.
-        *args, **kwargs: as for `keras.optimizers.AdamW`.
-    """
-
-    def __init__(self, *args, head_paths=(), head_rate=1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.head_paths = tuple(head_paths)
-        self.head_rate = float(head_rate)
-        self._head_keys = set()
-        self._rate_scale = 1.0
-
-    def build(self, variables):
-        super().build(variables)
-        paths = set(self.head_paths)
-        self._head_keys = {self._var_key(v) for v in variables if v.path in paths}
-
-    def _is_head(self, variable):
-        return self._var_key(variable) in self._head_keys
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self._is_head(variable):
-            learning_rate = learning_rate * self.head_rate
-        super().update_step(gradient, variable, learning_rate)
-
-    def _apply_weight_decay(self, variables):
-        super()._apply_weight_decay([v for v in variables if not self._is_head(v)])
-        heads = [v for v in variables if self._is_head(v)]
-        if heads:
-            # AdamW decays by `weight_decay * self.learning_rate`; scale that
-            # property while (and only while) the heads are decayed.
-            self._rate_scale = self.head_rate
-            try:
-                super()._apply_weight_decay(heads)
-            finally:
-                self._rate_scale = 1.0
-
-    def _get_current_learning_rate(self):
-        rate = super()._get_current_learning_rate()
-        return rate if self._rate_scale == 1.0 else rate * self._rate_scale
-
-    def get_config(self):
-        return {**super().get_config(), "head_paths": list(self.head_paths),
-                "head_rate": self.head_rate}
 
 
 def make_optimizer(lr, *, head_lr=None, head_variables=(), total_steps=None, warmup_ratio=0.1,

@@ -37,6 +37,13 @@ class Variant:
             evaluates that task alone, with no CS224N overall score.
         lr: default peak learning rate.
         frozen_encoder: train the heads only.
+
+    Example:
+    >>> dps_mse = VARIANTS["dps_mse"]
+    >>> dps_mse.similarity_loss, dps_mse.model_kwargs()["similarity_head"]
+    ('mse', 'cosine')
+    >>> dps_mse.replace(name="dps_mse_256", projection_dim=256).projection_dim
+    256
     """
 
     name: str
