@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from export.ensemble_results import ensemble_metrics, size_curve
+from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
 from training.predictions import prediction_path, read_predictions
 from training.readers import load_split
 from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
                               em_size_table, rescore, rows, table, training_args)
-from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
 from training.run import build_parser, config_from_args
 from training.variants import get_variant
 

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from export.run_folder import training_version
+from training.results import _fmt
 
 EM_EXPORT_START, EM_EXPORT_END = "<!-- em-export -->", "<!-- /em-export -->"
 MIB = 2 ** 20
@@ -29,13 +30,12 @@ _SIZES = (("saved_model", "SavedModel"), ("float32", "float32 TFLite"), ("int8",
 
 
 def _num(value, digits=3, sign=False):
-    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-    return re.sub(r"^([+-]?)0\.", r"\1.", text).replace("-", "−")
+    """The results table's score format (`.486`), signed and with a typographic minus."""
+    return ("+" if sign and value >= 0 else "") + _fmt(value, digits).replace("-", "−")
 
 
-def _trainings(manifest, results_dir):
-    """One line: does the export hold the trainings its member rows publish?"""
-    names = [Path(m["path"]).name for m in manifest["members"]]
+def _trainings(manifest, names, results_dir):
+    """One line: does the export hold the trainings its member rows (`names`) publish?"""
     em = json.loads((Path(results_dir) / "em" / "summary.json").read_text())
     if set(names) != set(em["members"]):
         return (f"**Not the current EM:** the export's members are {', '.join(names)}; "
@@ -129,7 +129,7 @@ def export_section(results_dir):
                  f" and {manifest['peak_rss_mib'] / 1024:.1f} GiB peak RSS"
                  if "peak_rss_mib" in manifest else "")
              + " to export and verify). " + _trainings(
-                 manifest, results_dir), "", "**Float parity with Keras:**", ""]
+                 manifest, members, results_dir), "", "**Float parity with Keras:**", ""]
     lines += _parity(verification["parity"])
     lines += ["", "**int8 against float32 TFLite:**", ""] + _int8(verification["int8"])
     lines += ["", "**Sizes (MiB):**", ""] + _sizes(manifest["files"])

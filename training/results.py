@@ -309,8 +309,8 @@ def rows(results_dir=RESULTS_DIR):
     return [found[n] for n in order]
 
 
-def _fmt(value):
-    return "" if value is None else f"{value:.3f}".lstrip("0").replace("-0.", "-.")
+def _fmt(value, digits=3):
+    return "" if value is None else f"{value:.{digits}f}".lstrip("0").replace("-0.", "-.")
 
 
 def table(results_dir=RESULTS_DIR):
