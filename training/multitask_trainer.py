@@ -17,6 +17,7 @@ import kerasbert
 from training import losses
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
+from training.non_finite_loss import NonFiniteLoss
 from training.pipelines import TaskBatches
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
@@ -29,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "latest.json"
-
-
-class NonFiniteLoss(RuntimeError):
-    """A training loss became NaN or infinite; the run stopped before saving it."""
 
 
 def default_strategy():

@@ -27,10 +27,14 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# The records the readers return, importable from here as before.
+from training.pair_data import PairData  # noqa: F401
+from training.sentence_data import SentenceData  # noqa: F401
+from training.skipped_row import SkippedRow  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -41,125 +45,6 @@ DATA_ENV_VAR = "KERASBERT_DATA"
 
 # Shown per file in the logged summary; the full list is on `.skipped`.
 _MAX_REASONS_LOGGED = 5
-
-
-@dataclass(frozen=True)
-class SkippedRow:
-    """One row left out of a dataset: `path`, 1-based physical `line`, `reason`."""
-
-    path: str
-    line: int
-    reason: str
-
-    def __str__(self):
-        return f"{os.path.basename(self.path)}:{self.line}: {self.reason}"
-
-
-class _Subsettable:
-    """`__len__`, `take` and `subset` shared by the two data records."""
-
-    _row_fields: tuple = ()
-
-    def __len__(self):
-        return len(self.ids)
-
-    @property
-    def labeled(self):
-        return self.labels is not None
-
-    def take(self, n):
-        """The first `n` examples (all when `n` is None), e.g. for `--limit` smoke runs."""
-        if n is None:
-            return self.subset(np.arange(len(self)))
-        if n < 0:
-            raise ValueError(f"take(n) needs n >= 0, got {n}")
-        return self.subset(np.arange(min(int(n), len(self))))
-
-    def subset(self, indices):
-        """The examples at `indices` (any int sequence, order kept), e.g. for `--quora-fraction`.
-
-        `source` and `skipped` are kept: they describe the file the rows came
-        from. Token lengths already cached for bucketing are sliced along.
-        """
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
-            raise IndexError(f"{self.source}: subset index out of range for {len(self)} examples")
-        values = {name: [getattr(self, name)[i] for i in indices] for name in self._row_fields}
-        labels = None if self.labels is None else self.labels[indices]
-        out = type(self)(**values, labels=labels, source=self.source, skipped=list(self.skipped))
-        out._token_length_cache = {key: {part: lengths[indices] for part, lengths in cached.items()}
-                                   for key, cached in self._token_length_cache.items()}
-        return out
-
-
-@dataclass(eq=False)
-class SentenceData(_Subsettable):
-    """Single-sentence classification data (SST, CFIMDB).
-
-    Args:
-        ids: example ids, as in the file.
-        texts: sentences, whitespace-stripped.
-        labels: int32 (N,) class ids, or None for unlabeled (test) data.
-        source: the file read (for messages).
-        skipped: rows left out of the file, with reasons.
-
-    Example:
-    >>> d = SentenceData(["a", "b"], ["good", "bad"], np.array([1, 0], np.int32), "x.csv")
-    >>> len(d), d.take(1).texts, d.subset([1, 0]).labels.tolist()
-    (2, ['good'], [0, 1])
-    """
-
-    ids: list
-    texts: list
-    labels: np.ndarray | None
-    source: str
-    skipped: list = field(default_factory=list)
-    # Per-tokenizer untruncated token lengths, filled by `training.pipelines`.
-    _token_length_cache: dict = field(default_factory=dict, init=False, repr=False)
-
-    _row_fields = ("ids", "texts")
-
-    def __post_init__(self):
-        _check_lengths(self, ids=self.ids, texts=self.texts)
-
-
-@dataclass(eq=False)
-class PairData(_Subsettable):
-    """Sentence-pair data (Quora paraphrase, STS similarity).
-
-    Args:
-        ids: example ids, as in the file.
-        texts_a, texts_b: first and second sentences, whitespace-stripped.
-        labels: float32 (N,) (Quora 0/1, STS 0-5), or None for unlabeled data.
-        source: the file read (for messages).
-        skipped: rows left out of the file, with reasons.
-
-    Example:
-    >>> d = PairData(["a"], ["How old?"], ["What age?"], np.array([1.0], np.float32), "q.csv")
-    >>> len(d), d.take(5).texts_b
-    (1, ['What age?'])
-    """
-
-    ids: list
-    texts_a: list
-    texts_b: list
-    labels: np.ndarray | None
-    source: str
-    skipped: list = field(default_factory=list)
-    _token_length_cache: dict = field(default_factory=dict, init=False, repr=False)
-
-    _row_fields = ("ids", "texts_a", "texts_b")
-
-    def __post_init__(self):
-        _check_lengths(self, ids=self.ids, texts_a=self.texts_a, texts_b=self.texts_b)
-
-
-def _check_lengths(record, **columns):
-    if record.labels is not None:
-        columns["labels"] = record.labels
-    sizes = {name: len(values) for name, values in columns.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"{record.source}: columns differ in length {sizes}")
 
 
 def read_sentiment(path, num_classes, labeled=True):

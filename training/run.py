@@ -110,7 +110,8 @@ def main(argv=None):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = config_from_args(args)
 
-    from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+    from training.multitask_trainer import MultitaskTrainer
+    from training.non_finite_loss import NonFiniteLoss
 
     try:
         trainer = MultitaskTrainer(config)
