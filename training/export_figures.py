@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from export.run_folder import training_version
-from training.results import _fmt
+from training.results import format_score
 
 EM_EXPORT_START, EM_EXPORT_END = "<!-- em-export -->", "<!-- /em-export -->"
 MIB = 2 ** 20
@@ -31,7 +31,7 @@ _SIZES = (("saved_model", "SavedModel"), ("float32", "float32 TFLite"), ("int8",
 
 def _num(value, digits=3, sign=False):
     """The results table's score format (`.486`), signed and with a typographic minus."""
-    return ("+" if sign and value >= 0 else "") + _fmt(value, digits).replace("-", "−")
+    return ("+" if sign and value >= 0 else "") + format_score(value, digits).replace("-", "−")
 
 
 def _trainings(manifest, names, results_dir):

@@ -309,7 +309,12 @@ def rows(results_dir=RESULTS_DIR):
     return [found[n] for n in order]
 
 
-def _fmt(value, digits=3):
+def format_score(value, digits=3):
+    """A score as the tables print it: `.486`, `-.006`, empty for None.
+
+    >>> format_score(0.4861), format_score(-0.0062), format_score(0.85791, 4), format_score(None)
+    ('.486', '-.006', '.8579', '')
+    """
     return "" if value is None else f"{value:.{digits}f}".lstrip("0").replace("-0.", "-.")
 
 
@@ -325,7 +330,7 @@ def table(results_dir=RESULTS_DIR):
         paper_name, paper = PAPER.get(row.name, ("", (None, None, None)))
         cells = []
         for value, reference in zip(ours, paper):
-            cell = _fmt(value)
+            cell = format_score(value)
             if value is not None and reference is not None:
                 cell += " ✓" if value > reference else " ✗"
             cells.append(cell)
@@ -334,10 +339,11 @@ def table(results_dir=RESULTS_DIR):
             label += " = " + " + ".join(f"`{m}`" for m in summary["members"])
         lines.append(
             f"| {label} | {paper_name} | {summary.get('epochs') or ''} | " + " | ".join(cells)
-            + f" | {_fmt(best.get('overall_mean'))} | {_fmt(best.get('overall_cs224n'))} | "
-            + " / ".join(_fmt(p) if p is not None else "–" for p in paper)
+            + f" | {format_score(best.get('overall_mean'))}"
+            + f" | {format_score(best.get('overall_cs224n'))} | "
+            + " / ".join(format_score(p) if p is not None else "–" for p in paper)
             + f" | {summary.get('minutes_per_epoch') or ''} |")
-    lines.append("| target (issue 5, for EM) | | | " + " | ".join(_fmt(t) for t in TARGETS)
+    lines.append("| target (issue 5, for EM) | | | " + " | ".join(format_score(t) for t in TARGETS)
                  + " | | | | |")
     return "\n".join(lines)
 
@@ -351,7 +357,7 @@ def em_size_table(results_dir=RESULTS_DIR):
              "|---|---|---|---|---|---|"]
     for point in curve:
         added = ("" if point["size"] == 1 else "+ ") + f"`{point['members'][-1]}`"
-        cells = [_fmt(point["dev"][m]) for m in (*METRICS, "overall_cs224n")]
+        cells = [format_score(point["dev"][m]) for m in (*METRICS, "overall_cs224n")]
         size = str(point["size"])
         if point["size"] == chosen:
             size, cells = f"**{size} (EM)**", [f"**{c}**" for c in cells]
