@@ -27,6 +27,8 @@ setup(
             "pytest",
             "torch==2.13.0",
             "transformers>=5",
+            # MediaPipe's own TextEmbedder / TextClassifier run the device files.
+            "mediapipe==1.2.*",
             "nbclient",
             "nbformat",
             "ipykernel",

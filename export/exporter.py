@@ -10,8 +10,14 @@ export folder:
     model_float16.tflite       text in, float16 weights (only with float16=True)
     model_ids_float32.tflite   token ids in, builtin ops only
     model_ids_int8.tflite      token ids in, builtin ops only, int8 weights
+    embedder_float32.tflite    MediaPipe TextEmbedder: one signature, inputs ids/mask/
+    embedder_int8.tflite       segment_ids, BERT metadata, vocab packed in (only when
+                               a member is a cosine bi-encoder; see export.device_models)
+    sentiment_float32.tflite   MediaPipe TextClassifier: the same inputs, the five SST
+    sentiment_int8.tflite      labels packed in
     vocab.txt                  for ids-in runtimes that tokenise themselves
-    manifest.json              members, max_length, files, verification report
+    manifest.json              members, max_length, files (with each signature's input
+                               order), the device files' members, verification report
 """
 
 import json
@@ -24,7 +30,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from export.device_models import (DEVICE_KINDS, DEVICE_OUTPUTS, choose_embedder,
+                                   device_endpoints, finish_device_model, SST_LABELS,
+                                   COSINE_TO_SCORE)
 from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
+from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.tflite_runtime import custom_op_names, file_size
 
 SAVED_MODEL_DIR = "saved_model"
@@ -58,10 +68,10 @@ def write_saved_model(path, endpoints):
     archive.write_out(str(path), verbose=False)
 
 
-def tflite_converter(saved_model_dir):
-    """A converter for every signature of a SavedModel (one multi-signature model)."""
+def tflite_converter(saved_model_dir, signature_keys=tuple(SIGNATURES)):
+    """A converter for `signature_keys` of a SavedModel (one multi-signature model)."""
     return tf.lite.TFLiteConverter.from_saved_model(
-        str(saved_model_dir), signature_keys=list(SIGNATURES))
+        str(saved_model_dir), signature_keys=list(signature_keys))
 
 
 def convert_tflite(converter, quantization=None, text_in=True):
@@ -92,6 +102,60 @@ def convert_tflite(converter, quantization=None, text_in=True):
     elif quantization is not None:
         raise ValueError(f"unknown quantization {quantization!r}")
     return converter.convert()
+
+
+def write_device_models(ensemble, out_dir, tmp, files, log=print):
+    """Writes the MediaPipe-ready files (`export.device_models`); returns the manifest entry.
+
+    Adds each file to `files`. The embedder is skipped, with the reason in
+    the entry, when no member's cosine is its similarity score.
+    """
+    embedder_member, why = choose_embedder(ensemble)
+    endpoints = device_endpoints(ensemble, embedder_member)
+    saved_model = tmp / "device_saved_model"
+    write_saved_model(saved_model, endpoints)
+    vocabulary = ensemble.tokenizer.vocabulary
+    entry = {"inputs": "token ids: int32 (1 or B, max_length) right-padded, named by the "
+                       "TFLite metadata (MediaPipe's BERT convention)",
+             "max_length": ensemble.max_length}
+    if embedder_member is None:
+        entry["embedder"] = {"written": False, "why": why}
+        log(f"no embedder file: {why}")
+    else:
+        member = ensemble.members[embedder_member]
+        run = ensemble.runs[embedder_member] if embedder_member < len(ensemble.runs) else None
+        entry["embedder"] = {
+            "written": True, "member": embedder_member,
+            "run": str(run.path) if run else None, "variant": run.variant if run else None,
+            "sts_dev_pearson": run.dev_scores().get("sts_pearson") if run else None,
+            "why": why, "output": "embedding", "embedding_dim": int(
+                ensemble.embedding_dims[embedder_member]),
+            "score_from_cosine": COSINE_TO_SCORE[member.similarity_output],
+            "similarity_output": member.similarity_output}
+    entry["sentiment"] = {"members": list(range(len(ensemble.members))),
+                          "output": "probabilities", "labels": list(SST_LABELS)}
+    for model in endpoints:
+        converter = tflite_converter(saved_model, signature_keys=[model])
+        for kind, (name, kind_model, quantization) in DEVICE_KINDS.items():
+            if kind_model != model:
+                continue
+            t = time.perf_counter()
+            flatbuffer = convert_tflite(converter, quantization=quantization, text_in=False)
+            custom = custom_op_names(flatbuffer)
+            if custom:
+                raise RuntimeError(f"{out_dir / name}: needs custom ops {custom}; device "
+                                   "files must be builtin-only")
+            data, input_order = finish_device_model(
+                flatbuffer, model, vocabulary,
+                description=f"kerasbert {model} ({', '.join(r.variant for r in ensemble.runs)})")
+            (out_dir / name).write_bytes(data)
+            files[kind] = {"path": name, "inputs": "token ids", "input_order": input_order,
+                           "output": DEVICE_OUTPUTS[model][0], "weights": quantization or "float32",
+                           "custom_ops": [], "metadata": "MediaPipe BERT (vocab.txt packed"
+                           + (", labels.txt)" if DEVICE_OUTPUTS[model][2] else ")")}
+            log(f"wrote {out_dir / name} ({len(data) / 2**20:.1f} MiB, inputs "
+                f"{input_order}, {time.perf_counter() - t:.1f}s)")
+    return entry
 
 
 def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=None,
@@ -125,7 +189,8 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
     if saved_model_dir.exists():
         shutil.rmtree(saved_model_dir)
     # A failed export must not leave the previous export's manifest behind.
-    for name in [MANIFEST] + [name for name, *_ in TFLITE_KINDS.values()]:
+    for name in [MANIFEST] + [name for name, *_ in TFLITE_KINDS.values()] + [
+            name for name, *_ in DEVICE_KINDS.values()]:
         (out_dir / name).unlink(missing_ok=True)
 
     t = time.perf_counter()
@@ -150,15 +215,20 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
                     saved_model_dir if text_in else ids_saved_model)
             flatbuffer = convert_tflite(converters[text_in], quantization=quantization,
                                         text_in=text_in)
+            if not text_in:
+                # Apps feed ids-in tensors by name or position: stable names.
+                flatbuffer = rename_io_tensors(flatbuffer)
             (out_dir / name).write_bytes(flatbuffer)
             custom = custom_op_names(flatbuffer)
             if not text_in and custom:
                 raise RuntimeError(f"{out_dir / name}: the ids-in model needs custom ops "
                                    f"{custom}; it must be builtin-only")
             files[kind] = {"path": name, "inputs": "text" if text_in else "token ids",
-                           "weights": quantization or "float32", "custom_ops": custom}
+                           "weights": quantization or "float32", "custom_ops": custom,
+                           "signatures": signature_io(flatbuffer)}
             log(f"wrote {out_dir / name} ({len(flatbuffer) / 2**20:.1f} MiB, "
                 f"{time.perf_counter() - t:.1f}s)")
+        device = write_device_models(ensemble, out_dir, Path(tmp), files, log)
     files["vocab"] = {"path": VOCAB}
     for entry in files.values():
         entry["bytes"] = file_size(out_dir / entry["path"])
@@ -167,9 +237,11 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
         "format_version": MANIFEST_VERSION,
         **ensemble.describe(),
         "signatures": {
+            # ids_inputs in the file's own input order (apps feed by position).
             task: {"text_inputs": list(inputs), "output": output,
-                   "ids_inputs": ensemble.ids_input_names(task)}
+                   "ids_inputs": files["ids_float32"]["signatures"][task]["inputs"]}
             for task, (inputs, output) in SIGNATURES.items()},
+        "device": device,
         "outputs_note": "text-in signatures also return `truncated` (int32, 1 where an input "
                         "was cut to max_length); ids-in inputs are int32 (B, max_length), "
                         "right-padded, and only the real-length prefix is computed",
@@ -180,7 +252,8 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
     if verify:
         from export.verification import verify_export
         manifest["verification"] = verify_export(ensemble, out_dir, files, data_dir=data_dir,
-                                                 log=log, **(verify_kwargs or {}))
+                                                 log=log, device=device,
+                                                 **(verify_kwargs or {}))
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
     # The whole process's peak (Linux reports KiB): what a machine needs to run this export.
     manifest["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -73,6 +73,17 @@ class RunFolder:
                              f"got {type(model).__name__}")
         return model
 
+    def dev_scores(self):
+        """The best epoch's dev scores from summary.json (`sts_pearson`, ...), or {}."""
+        path = self.path / "summary.json"
+        try:
+            with open(path, encoding="utf-8") as f:
+                best = json.load(f).get("best")
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {k: float(v) for k, v in best.items()
+                if isinstance(v, (int, float))} if isinstance(best, dict) else {}
+
     def describe(self):
         """The manifest entry of this run."""
         return {

@@ -163,7 +163,7 @@ def _cosines(x, y):
 
 
 def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_metric=500,
-                  tolerance=DEFAULT_TOLERANCE, log=print, seed=0):
+                  tolerance=DEFAULT_TOLERANCE, log=print, seed=0, device=None):
     """Verifies the files of an export folder; returns the report (also logged).
 
     Args:
@@ -175,9 +175,12 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
         num_metric: examples per task for the int8 metric change.
         tolerance: max absolute difference allowed for float parity.
         log: a print-like function.
+        device: the manifest's `device` entry; with it the MediaPipe-ready
+            files are checked too (`export.device_verification`).
 
     Returns:
-        dict with `parity`, `int8`, `sizes`, `passed` (float parity held).
+        dict with `parity`, `int8`, `sizes`, `device`, `passed` (float
+        parity held, device files included).
     """
     from pathlib import Path
     out_dir = Path(out_dir)
@@ -249,7 +252,14 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
     log("  max |ids-in int8 - text-in int8|: "
         + "  ".join(f"{t} {d:.3g}" for t, d in ids_vs_text.items()))
 
+    report = {"parity": parity_report, "int8": int8_report}
+    if device is not None:
+        from export.device_verification import verify_device_models
+        report["device"] = verify_device_models(ensemble, out_dir, files, device, samples,
+                                                _task_args, num_parity=num_parity,
+                                                tolerance=tolerance, log=log)
+        passed = passed and report["device"]["passed"]
     sizes = {kind: entry["bytes"] for kind, entry in files.items() if "bytes" in entry}
     log("sizes: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()))
-    return {"passed": passed, "parity": parity_report, "int8": int8_report, "sizes": sizes,
+    return {"passed": passed, **report, "sizes": sizes,
             "seconds": round(time.perf_counter() - started, 1)}
