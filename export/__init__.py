@@ -19,7 +19,7 @@ def __getattr__(name):
         from export.multitask_ensemble import MultitaskEnsemble
         return MultitaskEnsemble
     if name == "ModelFileError":
-        from export.model_file_error import ModelFileError
+        from kerasbert_lite.model_file_error import ModelFileError
         return ModelFileError
     raise AttributeError(f"module 'export' has no attribute {name!r}")
 

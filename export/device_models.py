@@ -17,6 +17,7 @@ never from a concatenation across members, whose cosine is not what the
 ensemble scores.
 """
 
+import json
 import math
 
 import numpy as np
@@ -113,8 +114,17 @@ def device_endpoints(ensemble, embedder_member):
     return endpoints
 
 
-def finish_device_model(model_bytes, model, vocabulary, description):
+# Packed beside vocab.txt: what a runtime other than MediaPipe needs to use
+# the file alone (kerasbert_lite reads it; MediaPipe ignores it).
+CONFIG_FILE = "kerasbert.json"
+
+
+def finish_device_model(model_bytes, model, vocabulary, description, config):
     """Renamed tensors, MediaPipe BERT metadata, vocabulary (and labels) packed in.
+
+    Args:
+        config: packed as `kerasbert.json` (tokenizer casing, max_length, how
+            the embedder's cosine maps to the 0-5 score, label names).
 
     Returns:
         (file bytes, the subgraph's input names in order).
@@ -131,4 +141,6 @@ def finish_device_model(model_bytes, model, vocabulary, description):
     files = {"vocab.txt": ("\n".join(vocabulary) + "\n").encode("utf-8")}
     if labels:
         files[labels] = ("\n".join(SST_LABELS) + "\n").encode("utf-8")
+    files[CONFIG_FILE] = json.dumps({"model": model, "output": output_name, **config},
+                                    indent=1).encode("utf-8")
     return populate(model_bytes, np.frombuffer(metadata, np.uint8), files), input_order

@@ -145,9 +145,17 @@ def write_device_models(ensemble, out_dir, tmp, files, log=print):
             if custom:
                 raise RuntimeError(f"{out_dir / name}: needs custom ops {custom}; device "
                                    "files must be builtin-only")
+            config = {"lowercase": ensemble.tokenizer.lowercase,
+                      "max_length": ensemble.max_length}
+            if model == "embedder":
+                config.update({k: entry["embedder"][k] for k in (
+                    "similarity_output", "score_from_cosine", "variant", "sts_dev_pearson")})
+            else:
+                config["labels"] = list(SST_LABELS)
             data, input_order = finish_device_model(
                 flatbuffer, model, vocabulary,
-                description=f"kerasbert {model} ({', '.join(r.variant for r in ensemble.runs)})")
+                description=f"kerasbert {model} ({', '.join(r.variant for r in ensemble.runs)})",
+                config=config)
             (out_dir / name).write_bytes(data)
             files[kind] = {"path": name, "inputs": "token ids", "input_order": input_order,
                            "output": DEVICE_OUTPUTS[model][0], "weights": quantization or "float32",

@@ -19,6 +19,7 @@ import io
 import zipfile
 
 import flatbuffers
+from kerasbert_lite.tflite_file import packed_files  # noqa: F401  (reading them back)
 
 METADATA_NAME = "TFLITE_METADATA"
 _FILE_IDENTIFIER = b"M001"
@@ -164,14 +165,3 @@ def populate(model_bytes, metadata, files):
         for name, data in files.items():
             archive.writestr(name, data)
     return out.getvalue()
-
-
-def packed_files(path_or_bytes):
-    """{name: bytes} of the files packed into a .tflite file (empty if none)."""
-    data = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else \
-        open(path_or_bytes, "rb").read()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return {n: archive.read(n) for n in archive.namelist()}
-    except zipfile.BadZipFile:
-        return {}

@@ -1,11 +1,13 @@
 """`SimilarityScorer`: STS-style 0-5 scores from an exported text-in TFLite file."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+from kerasbert_lite.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
 
-from export.model_file_error import ModelFileError
+from kerasbert_lite.model_file_error import ModelFileError
 from export.tflite_runtime import load_interpreter, signature_runner
 
 _SIGNATURE = "similarity"
@@ -18,8 +20,11 @@ class SimilarityScorer:
     Runs on the ai-edge-litert runtime with tf-text's custom ops registered,
     so raw strings go in: tokenisation is part of the model. Inputs longer
     than the model's max_length are truncated (as in training), and reported
-    through `score_batch(..., return_truncated=True)`. Empty strings, emoji
-    and any script are fine (unknown pieces become [UNK]).
+    through `score_batch(..., return_truncated=True)`. Emoji and any script
+    are fine (unknown pieces become [UNK]). A text with no tokens (empty,
+    whitespace, or only ignorable characters) has nothing to compare: its
+    pair scores NaN, with a warning, and `score()` refuses it. (Two empty
+    strings would otherwise score 5.0, as if identical.)
 
     Not thread-safe: use one scorer per thread.
 
@@ -80,7 +85,11 @@ class SimilarityScorer:
             return None
 
     def score(self, text_a, text_b):
-        """The 0-5 similarity of one pair of strings, as a float."""
+        """The 0-5 similarity of one pair of strings; ValueError if a text has no tokens."""
+        for name, text in (("text_a", text_a), ("text_b", text_b)):
+            if isinstance(text, str) and not _WORDS.words(text):
+                raise ValueError(f"{name} has no tokens (empty or whitespace): an empty text "
+                                 "has no similarity to score")
         return float(self.score_batch([text_a], [text_b])[0])
 
     def score_batch(self, texts_a, texts_b, return_truncated=False):
@@ -113,6 +122,12 @@ class SimilarityScorer:
             scores[idx] = np.reshape(out["score"], -1)
             if self._has_truncated:
                 truncated[idx] = np.reshape(out["truncated"], -1) != 0
+        empty = np.array([not _WORDS.words(a.decode("utf-8")) or not _WORDS.words(
+            b.decode("utf-8")) for a, b in zip(texts_a, texts_b)], bool)
+        if empty.any():
+            warnings.warn(f"{int(empty.sum())} pair(s) with an empty side (no tokens): "
+                          "their score is NaN", stacklevel=2)
+            scores[empty] = np.nan
         if return_truncated:
             return scores, (truncated if self._has_truncated else None)
         return scores
@@ -133,6 +148,11 @@ class SimilarityScorer:
     def __repr__(self):
         return (f"SimilarityScorer({str(self.model_path)!r}, num_threads={self.num_threads}, "
                 f"max_length={self.max_length})")
+
+
+# Splits text into words as the in-graph tokenizer does (no vocabulary needed):
+# a text with no words has no tokens.
+_WORDS = WordPieceTokenizer(list(SPECIAL_TOKENS))
 
 
 def _as_strings(texts, name):

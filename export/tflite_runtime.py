@@ -9,27 +9,8 @@ builtin ops only and run on any TFLite runtime.
 import os
 from pathlib import Path
 
-from export.model_file_error import ModelFileError
-
-# A TFLite flatbuffer carries this file identifier at bytes 4..8.
-_TFLITE_IDENTIFIER = b"TFL3"
-
-
-def read_tflite_bytes(path):
-    """The bytes of a TFLite file, after cheap checks that give a readable error."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(path, "no such file")
-    if path.is_dir():
-        raise ModelFileError(path, "is a folder, not a .tflite file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelFileError(path, f"cannot be read ({e.strerror or e})") from e
-    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
-        raise ModelFileError(path, "not a TFLite model (no TFL3 flatbuffer identifier; "
-                                   "a corrupted file, or another format)")
-    return data
+from kerasbert_lite.model_file_error import ModelFileError
+from kerasbert_lite.tflite_file import read_tflite_bytes  # noqa: F401  (re-used here)
 
 
 def load_interpreter(path, num_threads=None, custom_ops=True):
@@ -52,7 +33,13 @@ def load_interpreter(path, num_threads=None, custom_ops=True):
         kwargs["num_threads"] = int(num_threads)
     try:
         if custom_ops:
-            import tensorflow_text
+            try:
+                import tensorflow_text
+            except ImportError as e:
+                raise ModelFileError(path, "is a text-in model: its tokenizer ops need "
+                                           "`pip install tensorflow-text` (with TensorFlow); "
+                                           "without them, score embedder_int8.tflite or "
+                                           "model_ids_int8.tflite with kerasbert_lite") from e
             return litert.InterpreterWithCustomOps(
                 custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
                 **kwargs)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from export.device_models import DEVICE_KINDS, SST_LABELS, choose_embedder
-from export.mediapipe_metadata import METADATA_NAME, bert_metadata, packed_files
+from export.mediapipe_metadata import METADATA_NAME, bert_metadata
+from kerasbert_lite.tflite_file import packed_files
 from export.multitask_ensemble import MultitaskEnsemble
 from export.tflite_runtime import custom_op_names, load_interpreter
 from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs, exported

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.model_file_error import ModelFileError
+from kerasbert_lite.model_file_error import ModelFileError
 from export.score import main
 from export.similarity_scorer import SimilarityScorer
 from test_export_fixtures import MAX_LENGTH, PAIRS, expected_outputs, exported
@@ -36,20 +36,25 @@ def float_scorer(export_dir):
 def test_float_scorer_equals_keras(float_scorer):
     a, b = PAIRS
     want = expected_outputs(list(exported()[1].values()), "similarity", a, b)
-    np.testing.assert_allclose(float_scorer.score_batch(a, b), want, atol=1e-4)
+    with pytest.warns(UserWarning, match="2 pair"):
+        got = float_scorer.score_batch(a, b)
+    empty = [not x.strip() or not y.strip() for x, y in zip(a, b)]
+    assert np.isnan(got[empty]).all()
+    np.testing.assert_allclose(got[~np.array(empty)], want[~np.array(empty)], atol=1e-4)
     assert float_scorer.max_length == MAX_LENGTH
 
 
 def test_int8_scorer_is_close_to_float(scorer, float_scorer):
     a, b = PAIRS
-    assert np.max(np.abs(scorer.score_batch(a, b) - float_scorer.score_batch(a, b))) < 0.25
+    assert np.nanmax(np.abs(scorer.score_batch(a, b) - float_scorer.score_batch(a, b))) < 0.25
 
 
 def test_score_and_batch_agree_and_keep_order(scorer):
     a, b = PAIRS
     batch = scorer.score_batch(a, b)
     assert batch.dtype == np.float32 and batch.shape == (len(a),)
-    singles = [scorer.score(x, y) for x, y in zip(a, b)]
+    singles = [scorer.score(x, y) if x.strip() and y.strip() else float("nan")
+               for x, y in zip(a, b)]
     assert all(isinstance(s, float) for s in singles)
     np.testing.assert_allclose(batch, singles, atol=1e-5)
     # Internal length sorting and small batches must not reorder results.
@@ -65,7 +70,8 @@ def test_calls_without_reallocation_match_the_signature_runner(scorer):
     slow._fast = False
     a, b = PAIRS
     for x, y in list(zip(a, b)) + list(zip(b, a)):
-        assert scorer.score(x, y) == pytest.approx(slow.score(x, y), abs=1e-6)
+        if x.strip() and y.strip():
+            assert scorer.score(x, y) == pytest.approx(slow.score(x, y), abs=1e-6)
     pair_batches = [(a[:3], b[:3]), (a[3:6], b[3:6]), (a[:3], b[5:])]
     for part_a, part_b in pair_batches:
         np.testing.assert_allclose(scorer.score_batch(part_a, part_b),
@@ -73,9 +79,17 @@ def test_calls_without_reallocation_match_the_signature_runner(scorer):
 
 
 def test_edge_inputs_score_without_crashing(scorer):
-    scores, truncated = scorer.score_batch(EDGE_A, EDGE_B, return_truncated=True)
-    assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 5))
+    with pytest.warns(UserWarning, match="3 pair"):
+        scores, truncated = scorer.score_batch(EDGE_A, EDGE_B, return_truncated=True)
+    # A side with no tokens (empty, whitespace) has no score, not 5.0 for "identical".
+    empty = np.array([not a.strip() or not b.strip() for a, b in zip(EDGE_A, EDGE_B)])
+    assert empty.tolist() == [True, True, False, False, True, False]
+    assert np.isnan(scores[empty]).all()
+    assert np.all((scores[~empty] >= 0) & (scores[~empty] <= 5))
     assert not truncated.any()
+    for a, b in (("", ""), ("x", "\u200b"), ("\t", "x")):
+        with pytest.raises(ValueError, match="no tokens"):
+            scorer.score(a, b)
     assert np.isfinite(scorer.score("\ud800 lone surrogate", "x"))
     assert scorer.score_batch([], []).shape == (0,)
 
@@ -221,8 +235,11 @@ def test_cli_missing_pairs_file(export_dir, tmp_path, capsys):
     assert f"{missing}: no such file" in capsys.readouterr().err
 
 
-def test_cli_usage_errors(export_dir):
+def test_cli_usage_errors(export_dir, capsys):
+    # One sentence asks for sentiment, which the text-in scorer does not give.
+    assert main([str(export_dir / "model_int8.tflite"), "only one sentence"]) == 2
+    assert "scores pairs only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(export_dir / "model_int8.tflite"), "only one sentence"])
+        main([str(export_dir / "model_int8.tflite"), "a", "b", "c"])
     with pytest.raises(SystemExit):
         main([str(export_dir / "model_int8.tflite"), "a", "b", "--out", "x.tsv"])
