@@ -146,6 +146,21 @@ def test_mediapipe_text_classifier_gives_the_ensembles_probabilities(export_dir,
     np.testing.assert_allclose(got, want, atol=FLOAT_TOL if kind == "float32" else 0.05)
 
 
+def test_mediapipe_needs_the_normalisation_an_app_applies(export_dir, runs):
+    # MediaPipe's tokenizer keeps accents and compatibility forms: "thé" is [UNK]
+    # to it but "the" to the model's tokenizer. Normalised first, they agree.
+    from export.device_verification import bert_normalize
+    texts = ["thé cät sät ön thé mät .", "ＴＨＥ ﬁlm"]
+    want = expected_outputs([runs["bi"]], "embed", texts)
+    with _embedder(export_dir / "embedder_float32.tflite") as embedder:
+        raw = np.stack([embedder.embed(t).embeddings[0].embedding for t in texts])
+        normalised = np.stack([embedder.embed(bert_normalize(t)).embeddings[0].embedding
+                               for t in texts])
+    assert bert_normalize(texts[0]) == "the cat sat on the mat ."
+    assert np.abs(raw - want).max(-1).min() > 1e-2
+    np.testing.assert_allclose(normalised, want, atol=FLOAT_TOL)
+
+
 def test_no_embedder_without_a_cosine_bi_encoder(runs):
     ensemble = MultitaskEnsemble.from_runs([runs["cross"]])
     member, why = choose_embedder(ensemble)

@@ -8,18 +8,30 @@
 import {FilesetResolver, TextClassifier, TextEmbedder}
   from "./node_modules/@mediapipe/tasks-text/text_bundle.mjs";
 
+// MediaPipe's BERT tokenizer lower-cases but keeps accents and compatibility
+// forms; the models were trained on tf-text's uncased normalisation (NFKD,
+// case folding, accents dropped, ignorable characters removed, control and
+// format characters as spaces). Applied first, MediaPipe's ids are the
+// training ids (web/check.py and tests/test_device_models.py check it).
+export function bertNormalize(text) {
+  return text.replace(/\p{Cc}/gu, " ").normalize("NFKD").toLowerCase()
+    .replace(/ß/g, "ss").replace(/ς/g, "σ").normalize("NFKD")
+    .replace(/\p{Mn}/gu, "").replace(/\p{Default_Ignorable_Code_Point}/gu, "")
+    .replace(/\p{Cf}/gu, " ");
+}
+
 const params = new URLSearchParams(location.search);
 const kind = params.get("kind") || "int8";
 const $ = (id) => document.getElementById(id);
 
 function similarity(embedder, a, b) {
-  const u = embedder.embed(a).embeddings[0];
-  const v = embedder.embed(b).embeddings[0];
+  const u = embedder.embed(bertNormalize(a)).embeddings[0];
+  const v = embedder.embed(bertNormalize(b)).embeddings[0];
   return 5 * Math.max(TextEmbedder.cosineSimilarity(u, v), 0);
 }
 
 function sentiment(classifier, text) {
-  const categories = classifier.classify(text).classifications[0].categories;
+  const categories = classifier.classify(bertNormalize(text)).classifications[0].categories;
   return categories.map((c) => ({index: c.index, label: c.categoryName, score: c.score}))
     .sort((x, y) => x.index - y.index);
 }

@@ -35,7 +35,7 @@ SENTENCES = [
     "I didn't like it at all.", "Two dogs run across the grassy field.",
     "How do I learn to cook Italian food at home?", "What is the best way to learn cooking?",
     "Un café, s'il vous plaît.", "naïve résumé", "这部电影很好看。", "Great 👍 🎸",
-    "مرحبا بالعالم", "שלום עולם", "Привет, мир!",
+    "مرحبا بالعالم", "שלום עולם", "Привет, мир!", "İstanbul straße ＡＢＣ x² ﬁne", "zero\u200bwidth",
     " ".join(["a remarkably long sentence that keeps going"] * 40), "a" * 10_000,
 ]
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -129,11 +129,13 @@ def check_kind(server, chromium, kind, c, export_dir, profile, timeout):
     _, probs = SimilarityScorer(Path(export_dir) / f"sentiment_{kind}.tflite").sentiment(
         c["sentences"])
     score_diff = np.abs(np.array(page["scores"]) - want)
+    over = [list(c["pairs"][i]) for i in np.flatnonzero(score_diff > TOLERANCE[kind][0])]
     prob_diff = np.abs(np.array(page["sentiments"]) - probs).max(-1)
     score_tol, prob_tol = TOLERANCE[kind]
     return {"kind": kind, "pairs": len(want), "sentences": len(probs),
             "score_max_abs_diff": float(score_diff.max()),
             "score_worst_pair": list(c["pairs"][int(score_diff.argmax())]),
+            "pairs_over_tolerance": over,
             "probability_max_abs_diff": float(prob_diff.max()),
             "browser_ms_per_pair": round(page["pair_ms"], 2), "user_agent": page["user_agent"],
             "passed": bool(score_diff.max() <= score_tol and prob_diff.max() <= prob_tol),
