@@ -7,6 +7,14 @@ Usage:
 Times one `similarity` call on a single pair, tokenisation included, for:
   - TFLite float32 / int8 (and float16 if exported) text-in files through
     `SimilarityScorer.score` (ai-edge-litert runtime), at each `--threads` count;
+  - the ids-in embedder files (`embedder_*.tflite`) through kerasbert_lite's
+    `SimilarityScorer.score` (its pure-Python tokenizer, no TensorFlow), at
+    each `--threads` count;
+  - the same embedder files in MediaPipe's own Python TextEmbedder (its C++
+    tokenizer; text normalised first as an app does), when mediapipe is installed;
+  - ONNX Runtime int8 of the same MiniLM (`--onnx FILE`, made by
+    benchmarks/make_onnx_peer.py), when onnxruntime is installed: two
+    sentences encoded, mean-pooled, cosine;
   - the SavedModel's `similarity` signature (TensorFlow, its default threads);
   - Keras: the members' similarity sub-models called eagerly on the
     tokenizer's output trimmed to the pair's length (the same work as the
@@ -74,6 +82,54 @@ def _tflite_case(path, threads, text_a, text_b):
     return lambda: [scorer.score(text_a, text_b)]
 
 
+def _lite_case(path, threads, text_a, text_b):
+    from kerasbert_lite import SimilarityScorer
+    scorer = SimilarityScorer(path, num_threads=threads)
+    return lambda: [scorer.score(text_a, text_b)]
+
+
+_OPEN = []
+
+
+def _mediapipe_case(path, text_a, text_b):
+    from mediapipe.tasks.python import text as mp_text
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from export.device_verification import bert_normalize
+    embedder = mp_text.TextEmbedder.create_from_options(mp_text.TextEmbedderOptions(
+        base_options=BaseOptions(model_asset_path=str(path))))
+    _OPEN.append(embedder)  # closed before exit: MediaPipe's __del__ fails at shutdown
+
+    def run():
+        u = embedder.embed(bert_normalize(text_a)).embeddings[0]
+        v = embedder.embed(bert_normalize(text_b)).embeddings[0]
+        return [5 * max(mp_text.TextEmbedder.cosine_similarity(u, v), 0.0)]
+    return run
+
+
+def _onnx_case(path, vocab, threads, text_a, text_b):
+    import onnxruntime as ort
+
+    from kerasbert_lite import WordPieceTokenizer
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tok = WordPieceTokenizer(vocab)
+
+    def run():
+        enc = tok.encode([text_a, text_b], max_length=128)
+        n = int(enc["padding_mask"].sum(-1).max())
+        feed = {"input_ids": enc["token_ids"][:, :n].astype(np.int64),
+                "attention_mask": enc["padding_mask"][:, :n].astype(np.int64),
+                "token_type_ids": enc["segment_ids"][:, :n].astype(np.int64)}
+        hidden = session.run(None, feed)[0]
+        mask = feed["attention_mask"][..., None]
+        emb = (hidden * mask).sum(1) / mask.sum(1)
+        emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+        return [5 * max(float(emb[0] @ emb[1]), 0.0)]
+    return run
+
+
 def _saved_model_case(path, text_a, text_b):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer ops
@@ -112,8 +168,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--text-a", default=DEFAULT_A)
     parser.add_argument("--text-b", default=DEFAULT_B)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["saved_model", "keras"],
-                        help="leave out the slow TensorFlow cases")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["saved_model", "keras", "float32", "int8", "float16"],
+                        help="leave out the slow TensorFlow cases, or text-in TFLite kinds")
+    parser.add_argument("--onnx", help="an ONNX int8 MiniLM (benchmarks/make_onnx_peer.py) to "
+                                       "time with ONNX Runtime beside the exports")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -132,13 +190,39 @@ def main(argv=None):
     rows, cases = [], []
     files = manifest["files"]
     for kind in ("float32", "int8", "float16"):
-        if kind not in files:
+        if kind not in files or kind in args.skip:
             continue
         for threads in args.threads:
             fn = _tflite_case(model_dir / files[kind]["path"], threads, args.text_a, args.text_b)
             rows.append({"runtime": f"TFLite {kind}", "threads": threads,
                          "bytes": files[kind]["bytes"], "score": float(fn()[0])})
             cases.append((fn, args.iterations))
+    for kind in ("embedder_float32", "embedder_int8"):
+        if kind not in files:
+            continue
+        for threads in args.threads:
+            fn = _lite_case(model_dir / files[kind]["path"], threads, args.text_a, args.text_b)
+            rows.append({"runtime": f"lite {kind[9:]}", "threads": threads,
+                         "bytes": files[kind]["bytes"], "score": float(fn()[0])})
+            cases.append((fn, args.iterations))
+        try:
+            fn = _mediapipe_case(model_dir / files[kind]["path"], args.text_a, args.text_b)
+        except ImportError:
+            print("mediapipe not installed: no MediaPipe case", file=sys.stderr)
+        else:
+            rows.append({"runtime": f"MediaPipe {kind[9:]}", "threads": "mp default",
+                         "bytes": files[kind]["bytes"], "score": float(fn()[0])})
+            cases.append((fn, args.iterations))
+    if args.onnx:
+        try:
+            for threads in args.threads:
+                fn = _onnx_case(args.onnx, model_dir / "vocab.txt", threads, args.text_a,
+                                args.text_b)
+                rows.append({"runtime": "ORT int8 MiniLM", "threads": threads,
+                             "bytes": Path(args.onnx).stat().st_size, "score": float(fn()[0])})
+                cases.append((fn, args.iterations))
+        except ImportError:
+            print("onnxruntime not installed: no ORT case", file=sys.stderr)
     slow_iterations = max(args.iterations // 3, args.rounds)
     if "saved_model" not in args.skip:
         fn = _saved_model_case(model_dir / files["saved_model"]["path"], args.text_a, args.text_b)
@@ -157,6 +241,8 @@ def main(argv=None):
     for row, stats in zip(rows, _time_interleaved(cases, args.rounds, args.warmup)):
         row.update(stats)
     load_after = os.getloadavg()
+    for task in _OPEN:
+        task.close()
 
     print(f"\nscore latency, one pair, strings in: {model_dir} "
           f"({len(manifest['members'])} member(s), max_length {manifest['max_length']})")
@@ -164,12 +250,12 @@ def main(argv=None):
           "with [CLS]/[SEP])")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs)\n")
-    header = f"{'runtime':<18} {'threads':>10} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} " \
+    header = f"{'runtime':<22} {'threads':>10} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} " \
              f"{'min ms':>8} {'size MiB':>9} {'score':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['runtime']:<18} {str(r['threads']):>10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+        print(f"{r['runtime']:<22} {str(r['threads']):>10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
               f"{r['mean_ms']:8.2f} {r['min_ms']:8.2f} {r['bytes'] / 2**20:9.1f} {r['score']:7.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
