@@ -19,7 +19,6 @@ import io
 import zipfile
 
 import flatbuffers
-from kerasbert_lite.tflite_file import packed_files  # noqa: F401  (reading them back)
 
 METADATA_NAME = "TFLITE_METADATA"
 _FILE_IDENTIFIER = b"M001"

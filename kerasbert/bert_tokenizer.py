@@ -2,20 +2,9 @@
 
 import tensorflow as tf
 import tensorflow_text as tf_text
-
-_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-
-
-def read_vocabulary(path):
-    """Reads a BERT `vocab.txt`: one token per line, the line number is the id."""
-    with open(path, encoding="utf-8") as f:
-        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
-    if tokens and tokens[-1] == "":
-        tokens.pop()
-    missing = [t for t in _SPECIAL_TOKENS if t not in tokens]
-    if missing:
-        raise ValueError(f"{path}: vocabulary lacks special tokens {missing}")
-    return tokens
+# One reader of vocab.txt for the in-graph tokenizer and kerasbert-lite's.
+from kerasbert_lite.wordpiece import SPECIAL_TOKENS as _SPECIAL_TOKENS
+from kerasbert_lite.wordpiece import read_vocabulary  # noqa: F401  (kerasbert's API)
 
 
 class BertTokenizer:

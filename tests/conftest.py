@@ -66,3 +66,21 @@ def tiny_data_dir(tmp_path_factory):
     """CS224N-format SST / Quora / STS files with a learnable signal (tiny_setup)."""
     from tiny_setup import make_data_folder
     return make_data_folder(tmp_path_factory.mktemp("tiny_data"))
+
+
+# ---- the shared export of two tiny fake runs (test_export_fixtures.exported) ----
+
+@pytest.fixture(scope="session")
+def export_dir():
+    """The export folder written once by `python -m export.run` on the tiny runs."""
+    from test_export_fixtures import exported
+    _, _, out, code = exported()
+    assert code == 0, "export.run failed; see the captured output"
+    return out
+
+
+@pytest.fixture(scope="session")
+def runs():
+    """{"bi": run folder, "cross": run folder}: the exported members."""
+    from test_export_fixtures import exported
+    return exported()[1]

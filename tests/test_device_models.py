@@ -17,24 +17,12 @@ from export.mediapipe_metadata import METADATA_NAME, bert_metadata
 from kerasbert_lite.tflite_file import packed_files
 from export.multitask_ensemble import MultitaskEnsemble
 from export.tflite_runtime import custom_op_names, load_interpreter
-from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs, exported
+from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs
 
 mp_text = pytest.importorskip("mediapipe.tasks.python.text")
 from mediapipe.tasks.python.core.base_options import BaseOptions  # noqa: E402
 
 FLOAT_TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def export_dir():
-    _, _, out, code = exported()
-    assert code == 0, "export.run failed; see the captured output"
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs():
-    return exported()[1]
 
 
 @pytest.fixture(scope="module")

@@ -18,25 +18,13 @@ from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
 from export.run_folder import training_version
 from export.tflite_runtime import custom_op_names, load_interpreter
 from test_export_fixtures import (MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs,
-                                  exported, make_run)
+                                  make_run)
 
 FLOAT_TOL = 1e-4
 # Dynamic-range int8 on these tiny random models: loose, but asserted.
 INT8_TOL = {"sentiment": 0.05, "paraphrase": 0.05, "similarity": 0.25}
 INT8_MIN_EMBED_COSINE = 0.98
 PAIR_TASKS = ("paraphrase", "similarity")
-
-
-@pytest.fixture(scope="module")
-def export_dir():
-    root, runs, out, code = exported()
-    assert code == 0, "export.run failed; see the captured output"
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs():
-    return exported()[1]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from kerasbert.bert_tokenizer import BertTokenizer
 from kerasbert.from_pretrained import embedded_model_dir
 from kerasbert_lite import ModelFileError, SimilarityScorer, WordPieceTokenizer
 from kerasbert_lite.__main__ import main
-from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, expected_outputs, exported
+from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, expected_outputs
 
 EDGE = ["", "   ", "naïve café résumé", "ÀÉÎ", "日本語のテキスト", "中文测试", "猫在垫子上",
         "I love it 🙂🙂 !", "😀😀😀", "Привет, мир!", "مرحبا بالعالم", "שלום עולם", "हिन्दी",
@@ -82,18 +82,6 @@ def test_dev_texts_encode_as_in_graph(graph_tok, lite_tok, sst_dev_sentences, st
         got = lite_tok.encode_pairs(a, b, max_length=length)
         for key in ("token_ids", "segment_ids", "padding_mask"):
             np.testing.assert_array_equal(got[key], want[key].numpy())
-
-
-@pytest.fixture(scope="module")
-def export_dir():
-    _, _, out, code = exported()
-    assert code == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs():
-    return exported()[1]
 
 
 NONEMPTY = [i for i, (a, b) in enumerate(zip(*PAIRS)) if a.strip() and b.strip()]

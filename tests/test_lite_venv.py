@@ -6,7 +6,6 @@ numbers equal the scorer in this process).
 """
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -17,13 +17,6 @@ EDGE_B = ["", "", "狗", "😀", "  ", "CAFE"]
 
 
 @pytest.fixture(scope="module")
-def export_dir():
-    _, _, out, code = exported()
-    assert code == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def scorer(export_dir):
     return SimilarityScorer(export_dir / "model_int8.tflite")
 
