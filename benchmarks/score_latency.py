@@ -19,7 +19,8 @@ Times one `similarity` call on a single pair, tokenisation included, for:
   - Keras: the members' similarity sub-models called eagerly on the
     tokenizer's output trimmed to the pair's length (the same work as the
     export), outputs averaged in numpy.
-Prints p50 / p95 / mean / min in milliseconds, the model sizes, and the
+Then a fresh process's import + load + first-pair time for kerasbert_lite
+and for the TensorFlow scorer. Prints p50 / p95 / mean / min in milliseconds, the model sizes, and the
 load average before and after: the machine is shared, so a busy neighbour
 shows up as a high load and a wide p50-p95 gap (min is the least disturbed
 figure). The cases are timed in interleaved rounds so that noise spreads
@@ -130,6 +131,41 @@ def _onnx_case(path, vocab, threads, text_a, text_b):
     return run
 
 
+_STARTUP = """
+import time
+t = time.perf_counter()
+from {module} import SimilarityScorer
+imported = time.perf_counter()
+scorer = SimilarityScorer({path!r})
+loaded = time.perf_counter()
+scorer.score("a man plays guitar", "someone plays a guitar")
+done = time.perf_counter()
+print(imported - t, loaded - imported, done - loaded)
+"""
+
+
+def startup(model_dir, files, repeats=3):
+    """Fresh-process import, load and first-pair seconds: kerasbert_lite vs the TF scorer."""
+    import subprocess
+    rows = []
+    for label, module, kind in (("kerasbert_lite embedder int8", "kerasbert_lite",
+                                 "embedder_int8"),
+                                ("TF + tf-text, text-in int8", "export.similarity_scorer",
+                                 "int8")):
+        if kind not in files:
+            continue
+        code = _STARTUP.format(module=module, path=str(model_dir / files[kind]["path"]))
+        runs = []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 cwd=str(Path(__file__).resolve().parents[1]), check=True)
+            runs.append([float(x) for x in out.stdout.split()[-3:]])
+        best = np.min(runs, axis=0)
+        rows.append({"runtime": label, "import_s": float(best[0]), "load_s": float(best[1]),
+                     "first_pair_s": float(best[2])})
+    return rows
+
+
 def _saved_model_case(path, text_a, text_b):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer ops
@@ -168,7 +204,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--text-a", default=DEFAULT_A)
     parser.add_argument("--text-b", default=DEFAULT_B)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["saved_model", "keras", "float32", "int8", "float16"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["saved_model", "keras", "float32", "int8", "float16", "startup"],
                         help="leave out the slow TensorFlow cases, or text-in TFLite kinds")
     parser.add_argument("--onnx", help="an ONNX int8 MiniLM (benchmarks/make_onnx_peer.py) to "
                                        "time with ONNX Runtime beside the exports")
@@ -257,11 +293,17 @@ def main(argv=None):
     for r in rows:
         print(f"{r['runtime']:<22} {str(r['threads']):>10} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
               f"{r['mean_ms']:8.2f} {r['min_ms']:8.2f} {r['bytes'] / 2**20:9.1f} {r['score']:7.3f}")
+    starts = [] if "startup" in args.skip else startup(model_dir, files)
+    if starts:
+        print("\nfresh process, best of 3 (seconds): import / load / first pair")
+        for r in starts:
+            print(f"{r['runtime']:<30} {r['import_s']:6.2f} {r['load_s']:6.2f} "
+                  f"{r['first_pair_s']:6.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model_dir": str(model_dir), "text_a": args.text_a, "text_b": args.text_b,
             "token_lengths": lengths, "load_before": load_before, "load_after": load_after,
-            "rows": rows}, indent=2))
+            "rows": rows, "startup": starts}, indent=2))
     return 0
 
 

@@ -21,8 +21,13 @@ def open_scorer(path, num_threads=None, batch_size=64):
     """The TF scorer for a text-in file (tf-text custom ops), kerasbert_lite's otherwise."""
     from pathlib import Path
 
-    from export.tflite_runtime import custom_op_names, read_tflite_bytes
     from kerasbert_lite.__main__ import open_lite_scorer
+    try:
+        from export.tflite_runtime import custom_op_names, read_tflite_bytes
+    except ImportError:
+        # No TensorFlow: kerasbert_lite runs what LiteRT alone can, and names
+        # the file to use for a text-in model.
+        return open_lite_scorer(path, num_threads=num_threads, batch_size=batch_size)
     if not Path(path).is_dir():
         try:
             text_in = bool(custom_op_names(read_tflite_bytes(path)))
