@@ -15,6 +15,8 @@
    text gets other ids; `raw_mismatched` counts those sentences).
 """
 
+import functools
+
 import numpy as np
 
 from export.device_models import DEVICE_KINDS, cosine_to_score
@@ -59,8 +61,14 @@ def bert_normalize(text):
     README's Kotlin/Swift snippets do the same): MediaPipe then produces
     the training ids.
     """
+    return _normalizer().normalize(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    # Built once: it reads the exceptions table, and bert_normalize runs per sentence.
     from kerasbert_lite.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
-    return WordPieceTokenizer(list(SPECIAL_TOKENS)).normalize(text)
+    return WordPieceTokenizer(list(SPECIAL_TOKENS))
 
 
 def mediapipe_check(out_dir, files, runners, texts, log=print):
