@@ -27,16 +27,16 @@ test: setup-test
 # results/$(VARIANT)/run.json (a new name trains that variant with defaults),
 # publishes the run into results/$(VARIANT) and rewrites the table.
 results: setup
-	$(PYTHON) -m training.results row $(VARIANT) --data-dir $(DATA)
+	$(PYTHON) -m experiments.results row $(VARIANT) --data-dir $(DATA)
 
 # The table in results/README.md, from the committed rows.
 table:
-	$(PYTHON) -m training.results table
+	$(PYTHON) -m experiments.results table
 
 # The EM row and its size plot from the members' committed dev outputs; test
 # predictions from their committed test outputs, or, for a member published
 # without them, from its run folder in runs/ (the export always needs runs/).
 EM_MEMBERS ?= $(shell $(PYTHON) -c "import json; print(' '.join(json.load(open('results/em/run.json'))['ranked']))")
 em: setup
-	$(PYTHON) -m export.ensemble_results --members $(EM_MEMBERS) --runs runs --data-dir $(DATA)
-	$(PYTHON) -m training.results table
+	$(PYTHON) -m experiments.ensemble --members $(EM_MEMBERS) --runs runs --data-dir $(DATA)
+	$(PYTHON) -m experiments.results table

@@ -1,8 +1,14 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+# experiments/ (the results bookkeeping) is not installed: tests import it from the checkout,
+# as `python -m experiments.results` does from the repository root.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -22,8 +22,10 @@ def _runs_examples(path):
                for line in path.read_text(encoding="utf-8").splitlines())
 
 
-# lite/ is the kerasbert-lite distribution: its package sits one folder down.
-PACKAGES = {"kerasbert": ROOT, "training": ROOT, "export": ROOT, "kerasbert_lite": ROOT / "lite"}
+# lite/ is the kerasbert-lite distribution: its package sits one folder down. experiments/
+# is not installed, but its examples run too.
+PACKAGES = {"kerasbert": ROOT, "training": ROOT, "export": ROOT, "experiments": ROOT,
+            "kerasbert_lite": ROOT / "lite"}
 MODULES = sorted(".".join(path.relative_to(base).with_suffix("").parts)
                  for package, base in PACKAGES.items()
                  for path in (base / package).glob("*.py") if _runs_examples(path))
@@ -32,7 +34,8 @@ MODULES = sorted(".".join(path.relative_to(base).with_suffix("").parts)
 def test_the_examples_are_found():
     # Guards the glob above: a layout change must not silently leave nothing to run.
     assert {"kerasbert.bert_config", "kerasbert.multi_head_self_attention",
-            "training.metrics", "kerasbert_lite.model_file_error", "kerasbert_lite.wordpiece"} <= set(MODULES)
+            "training.metrics", "experiments.results", "kerasbert_lite.model_file_error",
+            "kerasbert_lite.wordpiece"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -11,13 +11,13 @@ import shutil
 import numpy as np
 import pytest
 
-from export.ensemble_results import ensemble_metrics, size_curve
-from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
+from experiments.ensemble import ensemble_metrics, size_curve
+from experiments.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
 from training.predictions import prediction_path, read_predictions
 from training.readers import load_split
-from training.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
+from experiments.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
                               em_size_table, rescore, rows, table, training_args)
 from training.run import build_parser, config_from_args
 from training.variants import get_variant
@@ -35,14 +35,14 @@ def test_there_are_rows_and_the_readme_table_is_current():
     assert {"dps_mse", "em"} <= {r.name for r in ROWS}
     readme = (RESULTS_DIR / "README.md").read_text()
     current = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
-    assert current == table(), "results/README.md is stale: run python -m training.results table"
+    assert current == table(), "results/README.md is stale: run python -m experiments.results table"
     sizes = readme.split(EM_SIZES_START, 1)[1].split(EM_SIZES_END, 1)[0].strip()
-    assert sizes == em_size_table(), "the EM size table is stale: run python -m training.results table"
+    assert sizes == em_size_table(), "the EM size table is stale: run python -m experiments.results table"
     chosen = json.loads((RESULTS_DIR / "em" / "run.json").read_text())["chosen_size"]
     assert f"| **{chosen} (EM)** |" in sizes
     figures = readme.split(EM_EXPORT_START, 1)[1].split(EM_EXPORT_END, 1)[0].strip()
     assert figures == export_section(RESULTS_DIR), \
-        "the EM export figures are stale: run python -m training.results table"
+        "the EM export figures are stale: run python -m experiments.results table"
 
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
@@ -87,7 +87,7 @@ def test_dev_predictions_rescore_to_the_published_metrics(row, data_dir):
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
 def test_raw_outputs_match_the_prediction_files(row):
-    # Test outputs exist for rows finished since they were written (see training.results).
+    # Test outputs exist for rows finished since they were written (see experiments.results).
     for split in ("dev", "test") if (row / "test-outputs.npz").is_file() else ("dev",):
         raw = np.load(row / f"{split}-outputs.npz")
         tasks = _row_tasks(row) if split == "dev" else raw.files
@@ -136,7 +136,7 @@ def test_em_test_predictions_were_made_by_its_members():
 def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_path, capsys):
     from training.predictions import write_predictions
 
-    from export.ensemble_results import update_test_predictions
+    from experiments.ensemble import update_test_predictions
     from export.run_folder import training_version
 
     sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
@@ -182,7 +182,7 @@ def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_pat
 def test_em_test_predictions_from_published_outputs_by_hand(tiny_data_dir, tmp_path, capsys):
     from training.predictions import write_predictions
 
-    from export.ensemble_results import write_test_predictions_from_outputs
+    from experiments.ensemble import write_test_predictions_from_outputs
 
     sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
     n_sst, n_sts = len(sst.ids), len(sts.ids)
@@ -259,7 +259,7 @@ def test_training_args_round_trip_through_the_command_line():
 def test_em_test_predictions_are_the_ensemble_mean(tiny_data_dir, tmp_path):
     from test_export_fixtures import MEMBERS, expected_outputs, make_run
 
-    from export.ensemble_results import write_test_predictions
+    from experiments.ensemble import write_test_predictions
 
     runs = [make_run(tmp_path / name, seed=i + 1, **kwargs)
             for i, (name, kwargs) in enumerate(MEMBERS.items())]

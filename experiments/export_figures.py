@@ -7,7 +7,7 @@ the README cannot drift from them. The section also says whether the export
 holds the trainings that EM's member rows publish: a member retrained and
 republished after the export makes its figures those of other weights.
 
-    from training.export_figures import export_section
+    from experiments.export_figures import export_section
     print(export_section("results"))
 """
 
@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from export.run_folder import training_version
-from training.results import format_score
+from experiments.results import format_score
 
 EM_EXPORT_START, EM_EXPORT_END = "<!-- em-export -->", "<!-- /em-export -->"
 MIB = 2 ** 20

@@ -1,7 +1,7 @@
 """The EM row: ensembles of published rows scored on dev, by size, plus the chosen one.
 
-    python -m export.ensemble_results --members cross dps_mse mse bm --data-dir DATA
-    python -m export.ensemble_results --members cross dps_mse --runs runs --data-dir DATA
+    python -m experiments.ensemble --members cross dps_mse mse bm --data-dir DATA
+    python -m experiments.ensemble --members cross dps_mse --runs runs --data-dir DATA
 
 Members are ranked by their own CS224N overall dev score; the ensemble of
 size k averages the top k exactly as `MultitaskEnsemble` (and so the export)
@@ -31,7 +31,7 @@ from export.run_folder import training_version
 from training.metrics import overall_scores, predicted_labels, task_metric
 from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
-from training.results import RESULTS_DIR
+from experiments.results import RESULTS_DIR
 
 TASKS = ("sst", "quora", "sts")
 METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}
@@ -264,7 +264,7 @@ def drop_test_predictions(pred_dir, why):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.ensemble_results",
+    parser = argparse.ArgumentParser(prog="python -m experiments.ensemble",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", required=True,
@@ -300,7 +300,7 @@ def main(argv=None):
     summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"], **made,
                "epochs": None, "minutes_per_epoch": None}
     (row / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    command = ("python -m export.ensemble_results --members " + " ".join(args.members)
+    command = ("python -m experiments.ensemble --members " + " ".join(args.members)
                + " --data-dir $KERASBERT_DATA" + (f" --runs {args.runs}" if args.runs else "")
                + (f" --size {args.size}" if args.size else ""))
     (row / "run.json").write_text(json.dumps(

@@ -1,10 +1,10 @@
 """The published results: one folder per row in `results/`, and the table of them.
 
-    python -m training.results publish runs/cross          # run folder -> results/cross
-    python -m training.results row cross --data-dir DATA   # retrain a row from its command
-    python -m training.results table                       # rewrite results/README.md's tables
-    python -m training.results check --data-dir DATA       # rescore every row from its files
-    python -m training.results compare runs/cross          # does a retrain reproduce its row?
+    python -m experiments.results publish runs/cross          # run folder -> results/cross
+    python -m experiments.results row cross --data-dir DATA   # retrain a row from its command
+    python -m experiments.results table                       # rewrite results/README.md's tables
+    python -m experiments.results check --data-dir DATA       # rescore every row from its files
+    python -m experiments.results compare runs/cross          # does a retrain reproduce its row?
 
 A row folder holds what a reader needs to trust a number without the run
 folder (checkpoints and weights are not committed):
@@ -18,7 +18,7 @@ folder (checkpoints and weights are not committed):
     learning_curves.png
     predictions/        CS224N `*-dev-output.csv`, `*-test-output.csv`
     dev-outputs.npz     raw dev outputs (logits, 0-5 scores) in the dev files' row
-                        order, which `export.ensemble_results` averages into EM
+                        order, which `experiments.ensemble` averages into EM
     test-outputs.npz    the same for the test-student files (runs finished since
                         December 2026), from which EM's test predictions are made
                         without the members' weights
@@ -371,7 +371,7 @@ def _generated_sections(results_dir):
     if (Path(results_dir) / "em" / "ensemble_size.json").is_file():
         sections.append((EM_SIZES_START, EM_SIZES_END, em_size_table(results_dir)))
     if (Path(results_dir) / "em" / "export_manifest.json").is_file():
-        from training.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
+        from experiments.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
 
         sections.append((EM_EXPORT_START, EM_EXPORT_END, export_section(results_dir)))
     return sections
@@ -498,7 +498,7 @@ def print_comparison(found, out=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training.results", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("publish", help="copy a finished run folder into results/")
