@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.rows import RESULTS_DIR
 from export.run_folder import training_version
 from training.metrics import overall_scores, predicted_labels, task_metric
 from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
-from experiments.results import RESULTS_DIR
 
 TASKS = ("sst", "quora", "sts")
 METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}

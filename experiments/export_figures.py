@@ -15,10 +15,9 @@ import json
 import re
 from pathlib import Path
 
+from experiments.tables import format_score
 from export.run_folder import training_version
-from experiments.results import format_score
 
-EM_EXPORT_START, EM_EXPORT_END = "<!-- em-export -->", "<!-- /em-export -->"
 MIB = 2 ** 20
 _PARITY_FORMATS = (("saved_model", "SavedModel"), ("tflite_float32", "TFLite float32, text in"),
                    ("tflite_ids_float32", "TFLite float32, ids in"))

@@ -34,7 +34,8 @@ MODULES = sorted(".".join(path.relative_to(base).with_suffix("").parts)
 def test_the_examples_are_found():
     # Guards the glob above: a layout change must not silently leave nothing to run.
     assert {"kerasbert.bert_config", "kerasbert.multi_head_self_attention",
-            "training.metrics", "experiments.results", "kerasbert_lite.model_file_error",
+            "training.metrics", "experiments.rows", "experiments.tables",
+            "kerasbert_lite.model_file_error",
             "kerasbert_lite.wordpiece"} <= set(MODULES)
 
 

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from experiments.ensemble import ensemble_metrics, size_curve
-from experiments.export_figures import EM_EXPORT_END, EM_EXPORT_START, export_section
+from experiments.export_figures import export_section
+from experiments.results import (EM_EXPORT_END, EM_EXPORT_START, EM_SIZES_END, EM_SIZES_START,
+                                 TABLE_END, TABLE_START)
+from experiments.rows import RESULTS_DIR, rescore, rows, training_args
+from experiments.tables import em_size_table, table
 from training.metrics import METRIC_NAMES, predicted_labels, selection_score
 from training.multitask_trainer import trained_tasks
 from training.predictions import prediction_path, read_predictions
 from training.readers import load_split
-from experiments.results import (EM_SIZES_END, EM_SIZES_START, RESULTS_DIR, TABLE_END, TABLE_START,
-                              em_size_table, rescore, rows, table, training_args)
 from training.run import build_parser, config_from_args
 from training.variants import get_variant
 
@@ -87,7 +89,7 @@ def test_dev_predictions_rescore_to_the_published_metrics(row, data_dir):
 
 @pytest.mark.parametrize("row", TRAINED, ids=lambda r: r.name)
 def test_raw_outputs_match_the_prediction_files(row):
-    # Test outputs exist for rows finished since they were written (see experiments.results).
+    # Test outputs exist for rows finished since they were written (see experiments.rows).
     for split in ("dev", "test") if (row / "test-outputs.npz").is_file() else ("dev",):
         raw = np.load(row / f"{split}-outputs.npz")
         tasks = _row_tasks(row) if split == "dev" else raw.files

@@ -410,9 +410,9 @@ if __name__ == "__main__":
 
 # ------------------------------------------------------------------ results row
 def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
+    from experiments.rows import publish, rescore
     from training.metrics import predicted_labels
     from training.predictions import read_predictions
-    from experiments.results import publish, rescore
 
     _ok(runs["a"])
     # Republishing over an older row drops its prediction files that this run does not have.
@@ -458,8 +458,8 @@ def test_published_row_rescores_to_its_summary(runs, tiny_data_dir, tmp_path):
 
 def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path, monkeypatch, capsys):
     # B was killed twice and resumed: it reproduces A, published as the row, exactly.
-    from training import results
-    from experiments.results import compare, publish
+    from experiments import results
+    from experiments.rows import compare, publish
 
     _ok(runs["a"])
     _ok(runs["b3"])
@@ -509,11 +509,10 @@ def test_compare_tells_a_reproduced_row_from_another(runs, tmp_path, monkeypatch
 def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_path):
     # EM's test predictions without weights (published outputs) are those the
     # export's Keras ensemble computes from the members' weights.
-    from experiments.ensemble import (update_test_predictions,
-                                         write_test_predictions_from_outputs)
+    from experiments.ensemble import update_test_predictions, write_test_predictions_from_outputs
+    from experiments.rows import publish
     from training.predictions import read_predictions
     from training.readers import load_split
-    from experiments.results import publish
 
     _ok(runs["a"])
     _ok(runs["b3"])

@@ -1,0 +1,90 @@
+"""The markdown tables of results/README.md, from the committed row folders.
+
+    table()          every row beside the paper's numbers and the targets
+    em_size_table()  EM's dev scores by ensemble size
+
+`experiments.results table` writes them between their markers.
+"""
+
+import json
+from pathlib import Path
+
+from experiments.rows import RESULTS_DIR, rows
+
+METRICS = ("sst_acc", "quora_acc", "sts_pearson")
+
+# The paper's dev scores (SST acc, Quora acc, STS r) for the rows it reports;
+# `None` where the paper has no such row or column.
+PAPER = {
+    "bm": ("BM", (.502, .735, .250)),
+    "dps": ("DPS", (.490, .498, .196)),
+    "infonce": ("InfoNCE", (.347, .521, .062)),
+    "mse": ("MSE", (.462, .743, .224)),
+    "dps_mse": ("DPS-MSE", (.496, .775, .633)),
+    "em": ("EM", (.508, .783, .657)),
+    "sst_only": ("SST-only multitask", (.529, .395, .067)),
+    "clf_sst_frozen": ("classifier, SST, frozen", (.391, None, None)),
+    "clf_sst_finetune": ("classifier, SST, fine-tuned", (.535, None, None)),
+    "clf_cfimdb_frozen": ("classifier, CFIMDB, frozen", (.718, None, None)),
+    "clf_cfimdb_finetune": ("classifier, CFIMDB, fine-tuned", (.963, None, None)),
+    # The same rows on mean pooling (beyond the paper), beside the paper's.
+    "clf_sst_frozen_mean": ("classifier, SST, frozen", (.391, None, None)),
+    "clf_cfimdb_frozen_mean": ("classifier, CFIMDB, frozen", (.718, None, None)),
+}
+TARGETS = (.53, .88, .88)
+
+
+def format_score(value, digits=3):
+    """A score as the tables print it: `.486`, `-.006`, empty for None.
+
+    >>> format_score(0.4861), format_score(-0.0062), format_score(0.85791, 4), format_score(None)
+    ('.486', '-.006', '.8579', '')
+    """
+    return "" if value is None else f"{value:.{digits}f}".lstrip("0").replace("-0.", "-.")
+
+
+def table(results_dir=RESULTS_DIR):
+    """The markdown table of every row: ours beside the paper's, with the targets."""
+    lines = ["| row | paper row | epochs | SST acc | Quora acc | STS r | overall mean "
+             "| CS224N overall | paper SST / Quora / STS | min/epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows(results_dir):
+        summary = json.loads((row / "summary.json").read_text())
+        best = summary["best"]
+        ours = [best.get(m, best.get("cfimdb_acc") if m == "sst_acc" else None) for m in METRICS]
+        paper_name, paper = PAPER.get(row.name, ("", (None, None, None)))
+        cells = []
+        for value, reference in zip(ours, paper):
+            cell = format_score(value)
+            if value is not None and reference is not None:
+                cell += " ✓" if value > reference else " ✗"
+            cells.append(cell)
+        label = f"`{row.name}`"
+        if summary.get("members"):
+            label += " = " + " + ".join(f"`{m}`" for m in summary["members"])
+        lines.append(
+            f"| {label} | {paper_name} | {summary.get('epochs') or ''} | " + " | ".join(cells)
+            + f" | {format_score(best.get('overall_mean'))}"
+            + f" | {format_score(best.get('overall_cs224n'))} | "
+            + " / ".join(format_score(p) if p is not None else "–" for p in paper)
+            + f" | {summary.get('minutes_per_epoch') or ''} |")
+    lines.append("| target (issue 5, for EM) | | | " + " | ".join(format_score(t) for t in TARGETS)
+                 + " | | | | |")
+    return "\n".join(lines)
+
+
+def em_size_table(results_dir=RESULTS_DIR):
+    """The markdown table of EM's dev scores by ensemble size, the chosen size in bold."""
+    em = Path(results_dir) / "em"
+    curve = json.loads((em / "ensemble_size.json").read_text())
+    chosen = json.loads((em / "run.json").read_text())["chosen_size"]
+    lines = ["| size | members added | SST | Quora | STS r | CS224N overall |",
+             "|---|---|---|---|---|---|"]
+    for point in curve:
+        added = ("" if point["size"] == 1 else "+ ") + f"`{point['members'][-1]}`"
+        cells = [format_score(point["dev"][m]) for m in (*METRICS, "overall_cs224n")]
+        size = str(point["size"])
+        if point["size"] == chosen:
+            size, cells = f"**{size} (EM)**", [f"**{c}**" for c in cells]
+        lines.append(f"| {size} | {added} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
