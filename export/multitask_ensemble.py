@@ -117,8 +117,8 @@ class MultitaskEnsemble:
                     f"at line {where + 1}; {len(other)} vs {len(vocab)} tokens): ensemble "
                     "members must share one vocabulary")
             if run.lowercase != runs[0].lowercase:
-                raise ValueError(f"{run.path / 'config.json'}: lowercase={run.lowercase} but "
-                                 f"{runs[0].path / 'config.json'} has {runs[0].lowercase}: "
+                raise ValueError(f"{run.config_path}: lowercase={run.lowercase} but "
+                                 f"{runs[0].config_path} has {runs[0].lowercase}: "
                                  "members must share one tokenizer")
         max_length = int(max_length or max(r.max_length for r in runs))
         tokenizer = BertTokenizer(vocab, lowercase=runs[0].lowercase, max_length=max_length)

@@ -33,7 +33,7 @@ class RunFolder:
             if not (self.path / name).is_file():
                 raise FileNotFoundError(f"{self.path / name}: missing (a run folder needs "
                                         "config.json, best.keras and vocab.txt)")
-        config_path = self.path / "config.json"
+        self.config_path = config_path = self.path / "config.json"
         try:
             with open(config_path, encoding="utf-8") as f:
                 self.config = json.load(f)

@@ -188,6 +188,13 @@ def test_members_must_share_the_vocabulary(tmp_path, runs, capsys):
     from export.run import main
     assert main(["--runs", str(runs["bi"]), str(other), "--out", str(tmp_path / "x")]) == 2
     assert "must share one vocabulary" in capsys.readouterr().err
+    cased = tmp_path / "cased"
+    shutil.copytree(runs["cross"], cased)
+    config = json.loads((cased / "config.json").read_text())
+    (cased / "config.json").write_text(json.dumps({**config, "lowercase": False}))
+    with pytest.raises(ValueError, match=r"cased/config.json: lowercase=False but "
+                                         r".*/config.json has True"):
+        MultitaskEnsemble.from_runs([runs["bi"], cased])
 
 
 def test_unusable_run_folders_are_named(tmp_path, runs, capsys):
