@@ -7,7 +7,6 @@ from kerasbert.bert_backbone import BertBackbone
 from kerasbert.masked_mean_pooling import MaskedMeanPooling
 from kerasbert.pair_score import PairScore
 
-TASKS = ("sentiment", "paraphrase", "similarity")
 _INPUT_KEYS = ("token_ids", "segment_ids", "padding_mask")
 
 

@@ -2,8 +2,8 @@
 
 A `Variant` says how the multitask model is built (`model_kwargs`, passed to
 `kerasbert.MultitaskBert`) and how each task is trained (`*_loss`). The
-paper is *minBERT and Downstream Tasks* (CS224N); its dev scores are kept
-beside each variant so reports can print the comparison.
+paper is *minBERT and Downstream Tasks* (CS224N); the results table's copy of
+its dev scores is `experiments.tables.PAPER`, not part of a recipe.
 """
 
 import dataclasses
@@ -21,7 +21,6 @@ class Variant:
         name: registry key (`--variant`).
         description: one line for `--help` and reports.
         paper: where it comes from: the paper's method name, or "beyond paper".
-        paper_dev: the paper's dev (SST acc, Quora acc, STS Pearson), if reported.
         pair_encoding, pooling, paraphrase_head, similarity_head,
         similarity_output, projection_dim, shared_projection: model layout,
             see `kerasbert.MultitaskBert`.
@@ -49,7 +48,6 @@ class Variant:
     name: str
     description: str
     paper: str
-    paper_dev: tuple = None
     pair_encoding: str = "bi"
     pooling: str = "pooled"
     paraphrase_head: str = "concat"
@@ -95,23 +93,23 @@ class Variant:
 VARIANTS = {v.name: v for v in (
     Variant(
         "bm", "pooled [CLS], concat heads, BCE everywhere, STS labels thresholded",
-        paper="Baseline Model (BM)", paper_dev=(0.502, 0.735, 0.250)),
+        paper="Baseline Model (BM)"),
     Variant(
         "dps", "project to r dims, dot product pair scores, BCE (STS thresholded)",
-        paper="Dot Product Similarity (DPS)", paper_dev=(0.490, 0.498, 0.196),
+        paper="Dot Product Similarity (DPS)",
         pooling="mean", paraphrase_head="dot", similarity_head="dot", projection_dim=128),
     Variant(
         "infonce", "cosine of projections over a temperature, InfoNCE on STS positives",
-        paper="InfoNCE", paper_dev=(0.347, 0.521, 0.062),
+        paper="InfoNCE",
         pooling="mean", paraphrase_head="cosine", similarity_head="cosine", similarity_output="relu",
         projection_dim=128, similarity_loss="infonce", infonce_temperature=0.007),
     Variant(
         "mse", "BM with STS regressed by MSE on the raw 0-5 score",
-        paper="Mean Squared Error (MSE)", paper_dev=(0.462, 0.743, 0.224),
+        paper="Mean Squared Error (MSE)",
         similarity_output="linear", similarity_loss="mse"),
     Variant(
         "dps_mse", "dot product for Quora, cosine of projections -> relu x5 -> MSE for STS",
-        paper="DPS-MSE", paper_dev=(0.496, 0.775, 0.633),
+        paper="DPS-MSE",
         pooling="mean", paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
         projection_dim=128, similarity_loss="mse"),
     # Beyond the paper: its own future work and what the CS224N leaders did.
