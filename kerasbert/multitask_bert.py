@@ -107,11 +107,16 @@ class MultitaskBert(keras.Model):
         if similarity_output not in ("sigmoid", "linear", "relu"):
             raise ValueError(f"similarity_output must be sigmoid/linear/relu, got {similarity_output!r}")
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        dense = lambda units, name: keras.layers.Dense(units, kernel_initializer=init, name=name)  # noqa: E731
+        # The heads compute in float32 whatever the global policy: they are
+        # tiny, and scores, logits and cosines are where bf16's 8-bit
+        # mantissa would show.
+        head_dtype = "float32"
+        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
+            units, kernel_initializer=init, name=name, dtype=head_dtype)
 
         # --- layers (names are part of the saved-weights API) ---
-        pooler = MaskedMeanPooling(name="mean_pooling") if pooling == "mean" else None
-        drop = keras.layers.Dropout(dropout, name="head_dropout")
+        pooler = MaskedMeanPooling(name="mean_pooling", dtype=head_dtype) if pooling == "mean" else None
+        drop = keras.layers.Dropout(dropout, name="head_dropout", dtype=head_dtype)
         sentiment_dense = dense(num_sentiment_classes, "sentiment_dense")
         uses_projection = projection_dim and pair_encoding == "bi"
         projections = {}
@@ -133,8 +138,9 @@ class MultitaskBert(keras.Model):
             "paraphrase": keras.layers.Dense(
                 1, kernel_initializer=keras.initializers.Constant(scale),
                 bias_initializer=keras.initializers.Constant(-scale * threshold),
-                name="paraphrase_score_affine"),
-            "similarity": keras.layers.Dense(1, kernel_initializer="ones", name="similarity_score_affine"),
+                name="paraphrase_score_affine", dtype=head_dtype),
+            "similarity": keras.layers.Dense(1, kernel_initializer="ones",
+                                             name="similarity_score_affine", dtype=head_dtype),
         }
 
         def embed(inputs):
@@ -161,7 +167,7 @@ class MultitaskBert(keras.Model):
                 dense_layer = para_dense if task == "paraphrase" else sim_dense
                 return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1), None
             u, v = pair_vectors(task, pair)
-            score = PairScore(head, name=f"{task}_{head}")(u, v)
+            score = PairScore(head, name=f"{task}_{head}", dtype="float32")(u, v)
             if task == "paraphrase" or head == "dot":
                 # A learned scale and offset turn the raw score into a logit:
                 # without the offset every topically close pair (most Quora
@@ -177,15 +183,15 @@ class MultitaskBert(keras.Model):
         sent_in = sentence_inputs()
         para_in = pair_inputs("paraphrase")
         sim_in = pair_inputs("similarity")
-        sentiment = keras.layers.Identity(name="sentiment")(sentiment_dense(drop(embed(sent_in))))
+        sentiment = keras.layers.Identity(name="sentiment", dtype=head_dtype)(sentiment_dense(drop(embed(sent_in))))
         para_raw, para_vectors = pair_raw("paraphrase", paraphrase_head, para_in)
-        paraphrase = keras.layers.Identity(name="paraphrase")(para_raw)
+        paraphrase = keras.layers.Identity(name="paraphrase", dtype=head_dtype)(para_raw)
         raw, sim_vectors = pair_raw("similarity", similarity_head, sim_in)
         if similarity_output == "sigmoid":
             raw = 5.0 * ops.sigmoid(raw)
         elif similarity_output == "relu":
             raw = 5.0 * ops.relu(raw)
-        similarity = keras.layers.Identity(name="similarity")(raw)
+        similarity = keras.layers.Identity(name="similarity", dtype=head_dtype)(raw)
 
         super().__init__(
             inputs={"sentiment": sent_in, "paraphrase": para_in, "similarity": sim_in},

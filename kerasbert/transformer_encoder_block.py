@@ -2,6 +2,7 @@
 
 import keras
 
+from kerasbert import fused_ops
 from kerasbert.multi_head_self_attention import MultiHeadSelfAttention
 
 _ACTIVATIONS = {
@@ -66,9 +67,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
             dropout, name="attention_dropout", dtype=policy)
         self.attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="attention_layer_norm", dtype=policy)
+        # The activation is applied in `call`, where training can fuse it.
         self.intermediate_dense = keras.layers.Dense(
-            intermediate_dim, activation=_ACTIVATIONS[activation],
-            kernel_initializer=init, name="intermediate_dense", dtype=policy)
+            intermediate_dim, kernel_initializer=init, name="intermediate_dense", dtype=policy)
         self.output_dense = keras.layers.Dense(
             hidden_dim, kernel_initializer=init, name="output_dense", dtype=policy)
         self.output_dropout_layer = keras.layers.Dropout(
@@ -87,11 +88,35 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def call(self, x, padding_mask=None, training=None):
         attended = self.attention(x, padding_mask=padding_mask, training=training)
+        if training and self.fused:
+            # The same maths as below as two fused kernels each for the
+            # residual+LayerNorm pairs and GELU (kerasbert.fused_ops): ~30% of
+            # a CPU train step is this elementwise work when left unfused.
+            x = self._fused_residual(x, attended, self.attention_dropout_layer,
+                                     self.attention_layer_norm)
+            ff = self.intermediate_dense(x)
+            if self.activation == "gelu":
+                ff = fused_ops.gelu(ff)
+            else:
+                ff = _ACTIVATIONS[self.activation](ff)
+            ff = self.output_dense(ff)
+            return self._fused_residual(x, ff, self.output_dropout_layer, self.output_layer_norm)
         attended = self.attention_dropout_layer(attended, training=training)
         x = self.attention_layer_norm(x + attended)
-        ff = self.output_dense(self.intermediate_dense(x))
+        ff = _ACTIVATIONS[self.activation](self.intermediate_dense(x))
+        ff = self.output_dense(ff)
         ff = self.output_dropout_layer(ff, training=training)
         return self.output_layer_norm(x + ff)
+
+    @property
+    def fused(self):
+        """Whether training steps use the fused kernels (TensorFlow backend only)."""
+        return fused_ops.enabled()
+
+    def _fused_residual(self, x, h, dropout_layer, layer_norm):
+        return fused_ops.dropout_add_layer_norm(
+            x, h, layer_norm.gamma, layer_norm.beta, seed=fused_ops.dropout_seed(dropout_layer),
+            rate=float(dropout_layer.rate), epsilon=layer_norm.epsilon)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape)

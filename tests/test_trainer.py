@@ -312,7 +312,10 @@ def test_non_finite_loss_stops_before_saving(tiny_model_dir, tiny_data_dir, tmp_
     message = str(info.value)
     assert message.startswith("sst loss is nan at step 4 (epoch 1)")
     assert str(out / "checkpoints") in message and "--resume" in message
-    assert steps[0] == 4
+    # Losses are read every log_every (20) steps and before each checkpoint
+    # (every 3 here): the NaN of step 4 is found at step 6's read, before
+    # step 6's checkpoint is written.
+    assert steps[0] == 6
     # On disk: the step-3 checkpoint, holding the step-3 weights (all finite).
     state = _state(out)
     assert state["global_step"] == 3 and state["position"] == 3

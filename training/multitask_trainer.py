@@ -19,6 +19,7 @@ from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, se
                               task_metric)
 from training.non_finite_loss import NonFiniteLoss
 from training.pipelines import TaskBatches
+from training.precision import resolve_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.task_schedule import task_schedule
@@ -108,6 +109,11 @@ class MultitaskTrainer:
         self._steps, self._predictors = {}, {}
         self.jit_compile = resolve_jit(config.jit_compile)
         self.buckets = tuple(config.buckets or (XLA_BUCKETS if self.jit_compile else GRAPH_BUCKETS))
+        # Evaluation has no gradient and in graph mode no compile per shape:
+        # every multiple of 8 is a bucket, so a batch pads at most 7 tokens.
+        self.eval_buckets = (self.buckets if self.jit_compile or config.buckets
+                             else tuple(range(8, config.max_length, 8)) + (config.max_length,))
+        self.precision = resolve_precision(config.precision)
 
     # ------------------------------------------------------------------ setup
     def _read(self, task, split):
@@ -122,9 +128,10 @@ class MultitaskTrainer:
         """Reads data, loads the encoder, builds model, batches and optimizer."""
         cfg = self.config
         keras.utils.set_random_seed(cfg.seed)
-        if tf.config.list_logical_devices("GPU"):
-            # bf16 pays off on GPUs only; on this kind of CPU it is slower under XLA.
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        # Set every time, float32 included, so no policy leaks in from an
+        # earlier model built in this process.
+        keras.mixed_precision.set_global_policy(self.precision.policy)
+        logger.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
         with self.strategy.scope():
             backbone, self.tokenizer = kerasbert.from_pretrained(cfg.model, max_length=cfg.max_length)
             self.model = kerasbert.MultitaskBert(
@@ -133,15 +140,17 @@ class MultitaskTrainer:
             if cfg.mode == "frozen" or self.variant.frozen_encoder:
                 backbone.trainable = False
 
-        def batches(data, batch_size):
-            return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=self.buckets,
+        def batches(data, batch_size, buckets=self.buckets):
+            return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=buckets,
                                max_length=cfg.max_length, pair_encoding=self.variant.pair_encoding)
+
+        def eval_batches(data):
+            return batches(data, cfg.eval_batch_size, self.eval_buckets)
 
         self.train_batches = {t: batches(self._read(t, "train"), cfg.batch_size)
                               for t in self.train_tasks}
-        self.dev_batches = {t: batches(self._read(t, "dev"), cfg.eval_batch_size)
-                            for t in self.eval_tasks}
-        self._batches = batches
+        self.dev_batches = {t: eval_batches(self._read(t, "dev")) for t in self.eval_tasks}
+        self._eval_batches = eval_batches
         self.batch_counts = {t: b.num_train_batches for t, b in self.train_batches.items()}
         for task, count in self.batch_counts.items():
             if count == 0:
@@ -159,6 +168,10 @@ class MultitaskTrainer:
                 weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
             # BERT's recipe: no decay on LayerNorm scales/offsets and biases.
             optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            if self.precision.policy == "mixed_float16":
+                # float16 gradients underflow without a loss scale (bf16 has
+                # float32's exponent range and needs none).
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             return optimizer
 
         with self.strategy.scope():
@@ -209,12 +222,16 @@ class MultitaskTrainer:
         replicas = self.strategy.num_replicas_in_sync
         jit = self.jit_compile
 
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+
         def gradients(x, y):
             with tf.GradientTape() as tape:
                 loss = self._task_loss(task, x, y)
                 # Each replica holds 1/replicas of the global batch; summing
                 # the replicas' gradients then gives the global-mean gradient.
                 scaled = loss / replicas
+                if loss_scaled:
+                    scaled = self.optimizer.scale_loss(scaled)
             # Gradients only: a tf.function would return variables as tensors.
             return loss, tape.gradient(scaled, variables)
 
@@ -229,6 +246,11 @@ class MultitaskTrainer:
                 if not group:
                     continue
                 group_grads = [g for g, _ in group]
+                if loss_scaled and not in_encoder:
+                    # The tape scaled by the encoder optimizer's loss scale;
+                    # the head optimizer unscales by its own.
+                    ratio = self.head_optimizer.dynamic_scale / self.optimizer.dynamic_scale
+                    group_grads = [_scale(g, ratio) for g in group_grads]
                 if summed:
                     # Mirrored: Keras clips by global norm before its own
                     # all-reduce, i.e. each replica's part, which is not the
@@ -369,9 +391,20 @@ class MultitaskTrainer:
                     f"{self.out} already holds a run; pass --resume to continue it or choose "
                     "another --out")
         self.out.mkdir(parents=True, exist_ok=True)
+        if resume and config_path.is_file():
+            # `auto` may resolve differently on another machine: what counts
+            # is the policy the run trained under.
+            used = json.loads(config_path.read_text()).get("precision_used")
+            if used is not None and used != self.precision.policy:
+                raise ValueError(
+                    f"{config_path}: the run trained under {used}, this machine resolves "
+                    f"--precision {self.config.precision} to {self.precision.policy}; resume "
+                    f"with --precision {used}")
         record = json.loads(self.config.to_json())
         # What export needs to rebuild the text pipeline without the training code.
-        record.update(lowercase=self.tokenizer.lowercase,
+        record.update(precision_used=self.precision.policy,
+                      precision_reason=self.precision.reason,
+                      lowercase=self.tokenizer.lowercase,
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
                       lr_used=self.lr, head_lr_used=self.head_lr,
                       variant_definition=self.variant.__dict__)
@@ -409,35 +442,52 @@ class MultitaskTrainer:
             bar = tqdm(total=len(order), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        file=sys.stderr, mininterval=0.5 if interactive else 30, dynamic_ncols=True)
             epoch_start = time.time()
+            # Losses stay on the device until `read_losses`: reading each one
+            # as it comes would make the host wait for every step.
+            pending = []
+
+            def read_losses():
+                values = [(task, float(loss)) for task, loss in pending]
+                first_step = state["global_step"] - len(values) + 1
+                pending.clear()
+                for i, (task, value) in enumerate(values):
+                    if not math.isfinite(value):
+                        bar.close()
+                        raise NonFiniteLoss(
+                            f"{task} loss is {value} at step {first_step + i} (epoch {epoch + 1}); "
+                            f"stopped without saving it. The last good checkpoint is in "
+                            f"{self.out / CHECKPOINT_DIR}; resume with --resume and a lower --lr.")
+                    total, count = loss_sums.get(task, (0.0, 0))
+                    loss_sums[task] = (total + value, count + 1)
+                if values:
+                    bar.set_postfix({t: f"{s / n:.3f}" for t, (s, n) in loss_sums.items()},
+                                    refresh=False)
+                    with writer.as_default(step=state["global_step"]):
+                        for task in sorted({t for t, _ in values}):
+                            tf.summary.scalar(f"loss/{task}", np.mean(
+                                [v for t, v in values if t == task]))
+                        tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
+
             for position in range(start, len(order)):
                 task = order[position]
                 x, y = next(iterators[task])
-                loss = float(self._train_step(task)(*self._distribute(x, y)))
-                if not math.isfinite(loss):
-                    bar.close()
-                    raise NonFiniteLoss(
-                        f"{task} loss is {loss} at step {state['global_step'] + 1} (epoch {epoch + 1}); "
-                        f"stopped without saving it. The last good checkpoint is in "
-                        f"{self.out / CHECKPOINT_DIR}; resume with --resume and a lower --lr.")
-                total, count = loss_sums.get(task, (0.0, 0))
-                loss_sums[task] = (total + loss, count + 1)
+                pending.append((task, self._train_step(task)(*self._distribute(x, y))))
                 state["global_step"] += 1
                 bar.update(1)
-                bar.set_postfix({t: f"{s / n:.3f}" for t, (s, n) in loss_sums.items()}, refresh=False)
-                if state["global_step"] % 20 == 0:
-                    with writer.as_default(step=state["global_step"]):
-                        tf.summary.scalar(f"loss/{task}", loss)
-                        tf.summary.scalar("learning_rate",
-                                          float(self.optimizer.learning_rate))
+                if state["global_step"] % cfg.log_every == 0:
+                    read_losses()
                 if state["global_step"] % cfg.checkpoint_every == 0:
+                    read_losses()  # a checkpoint holds only checked steps
                     self._write_checkpoint(dict(state, epoch=epoch, position=position + 1,
                                                 loss_sums=loss_sums))
                 if kill_after_steps and state["global_step"] >= kill_after_steps:
                     sys.stderr.flush()
                     os._exit(137)
+            read_losses()
             bar.close()
             train_seconds = time.time() - epoch_start
-            metrics, _ = self.evaluate()
+            raw = {}
+            metrics, predictions = self.evaluate(raw_outputs=raw)
             record = {"epoch": epoch + 1, "step": state["global_step"],
                       "train_loss": {t: s / n for t, (s, n) in loss_sums.items()},
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
@@ -453,34 +503,46 @@ class MultitaskTrainer:
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
                 _atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
+                # The best epoch's dev outputs, written now so the end of the
+                # run need not score dev a second time.
+                self._write_dev_outputs(predictions, raw)
+                state["dev_outputs_epoch"] = epoch + 1
             print(_epoch_line(record, improved), file=sys.stderr)
             state.update(epoch=epoch + 1, position=0, loss_sums={})
             self._write_checkpoint(state)
         writer.close()
         return self._finish(state)
 
-    def _finish(self, state):
-        """Restores the best epoch, writes predictions and the learning-curve plot."""
-        from training.plots import plot_learning_curves
-
-        self.model.load_weights(self.out / "best.keras")
-        raw = {}
-        metrics, predictions = self.evaluate(raw_outputs=raw)
+    def _write_dev_outputs(self, predictions, raw):
         pred_dir = self.out / "predictions"
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
         # Raw outputs keyed by id: ensembles of finished runs are scored (dev)
         # and predict (test) from these files without loading a model
-        # (export.ensemble_results).
+        # (experiments.ensemble).
         _write_raw_outputs(pred_dir / "dev-outputs.npz",
                            {t: (self.dev_batches[t].data.ids, raw[t]) for t in raw})
+
+    def _finish(self, state):
+        """Restores the best epoch, writes predictions and the learning-curve plot."""
+        from training.plots import plot_learning_curves
+
+        self.model.load_weights(self.out / "best.keras")
+        metrics = state["history"][state["best_epoch"] - 1]["dev"]
+        pred_dir = self.out / "predictions"
+        if (state.get("dev_outputs_epoch") != state["best_epoch"]
+                or not (pred_dir / "dev-outputs.npz").is_file()):
+            # A run folder from before the dev outputs were kept per epoch.
+            raw = {}
+            metrics, predictions = self.evaluate(raw_outputs=raw)
+            self._write_dev_outputs(predictions, raw)
         test_raw = {}
         for task in self.eval_tasks:
             if not split_path(task, "test", self.data_dir).is_file():
                 logger.warning("no %s test file in %s: no test predictions for it",
                                task, self.data_dir)
                 continue
-            batches = self._batches(self._read(task, "test"), self.config.eval_batch_size)
+            batches = self._eval_batches(self._read(task, "test"))
             outputs = self.predict(task, batches)
             test_raw[task] = (batches.data.ids, outputs)
             write_predictions(pred_dir, task, "test", batches.data.ids,

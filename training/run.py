@@ -68,6 +68,13 @@ def build_parser():
     add("--jit", default="auto", choices=("auto", "on", "off"),
         help="XLA-compile train/eval steps: auto = on GPU only (on CPU, oneDNN graph mode "
              "measured faster); on; off")
+    add("--precision", default="auto",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="dtype policy: auto = bf16 on a CPU with avx512_bf16/amx_bf16 or a GPU of "
+             "compute capability >= 8.0, float16 with loss scaling on older GPUs, else "
+             "float32 (recorded in config.json as precision_used)")
+    add("--log-every", type=int, default=20,
+        help="steps between reads of the loss (progress bar, TensorBoard, NaN check) (20)")
     add("--seed", type=int, default=0, help="seeds data order, dropout and head init (0)")
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
@@ -100,7 +107,8 @@ def config_from_args(args):
         quora_fraction=args.quora_fraction, limit=args.limit, schedule=args.schedule,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
-        jit_compile=args.jit, seed=args.seed)
+        jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
+        seed=args.seed)
 
 
 def main(argv=None):

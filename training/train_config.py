@@ -31,6 +31,13 @@ class TrainConfig:
             "auto" = on GPUs only. On this project's 2-core CPU machines plain
             graph mode (oneDNN kernels) measured ~1.5x faster than XLA for
             MiniLM training steps (benchmarks/encoder_throughput.py).
+        precision: Keras dtype policy: `auto` (bf16 where the CPU or GPU has
+            bf16 units, float16 on pre-Ampere GPUs, else float32; see
+            `training.precision`), `float32`, `mixed_bfloat16`, `mixed_float16`.
+            Weights, losses, softmax, LayerNorm and the heads stay float32.
+        log_every: steps between reads of the loss on the host (progress bar,
+            TensorBoard, the non-finite check); in between the loop does not
+            wait for a step to finish before queueing the next.
         seed: seeds data order, dropout and head initialisation.
 
     Example:
@@ -65,10 +72,14 @@ class TrainConfig:
     clip_norm: float = 1.0
     checkpoint_every: int = 200
     jit_compile: object = "auto"
+    precision: str = "auto"
+    log_every: int = 20
     seed: int = 0
 
     # Fields that may differ between a run and its resume.
-    RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile")
+    # (precision: the trainer checks the policy it resolved to instead.)
+    RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile", "log_every",
+                         "precision")
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
