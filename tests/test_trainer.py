@@ -160,9 +160,15 @@ def test_uninterrupted_run_folder(runs, tiny_data_dir):
     state = _state(out)
     assert (state["epoch"], state["position"], state["global_step"]) == (
         EPOCHS, 0, EPOCHS * STEPS_PER_EPOCH)
-    assert [p.name for p in (out / "checkpoints").glob("*.npz")] == [
-        f"step-{EPOCHS * STEPS_PER_EPOCH:08d}.npz"]
+    # The last checkpoint and the one before it (the fallback, previous.json).
+    last = EPOCHS * STEPS_PER_EPOCH
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "latest.json", "previous.json", f"step-{last - CHECKPOINT_EVERY:08d}.npz",
+        f"step-{last:08d}.npz"]
+    assert json.loads((out / "checkpoints" / "previous.json").read_text())["global_step"] == \
+        last - CHECKPOINT_EVERY
     assert not list(out.glob(".*.tmp*")) and not list((out / "checkpoints").glob(".*.tmp*"))
+    assert not (out / ".lock").exists()
 
 
 # -------------------------------------------------------------- kill / resume
@@ -178,7 +184,8 @@ def test_kill_leaves_last_checkpoint(runs):
     last = KILL_2 // CHECKPOINT_EVERY * CHECKPOINT_EVERY
     assert (state["epoch"], state["position"], state["global_step"]) == (
         1, last - STEPS_PER_EPOCH, last)
-    assert runs["b2_files"] == ["latest.json", f"step-{last:08d}.npz"]
+    assert runs["b2_files"] == ["latest.json", "previous.json",
+                                f"step-{last - CHECKPOINT_EVERY:08d}.npz", f"step-{last:08d}.npz"]
     assert [r["epoch"] for r in runs["b2_metrics"]] == [1]
     assert len(state["history"]) == 1
 
@@ -240,6 +247,98 @@ def test_new_run_into_used_folder_refused(runs, capsys, tmp_path):
     assert code == 2
     assert "already holds a run; pass --resume" in err
     assert (out / "metrics.jsonl").read_bytes() == before
+
+
+def _finished_copy(runs, tmp_path, name="copy"):
+    _ok(runs["a"])
+    out = tmp_path / name
+    shutil.copytree(runs["a_out"], out)
+    return out
+
+
+PREDICTION_NAMES = ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv",
+                    "sst-test-output.csv", "sts-test-output.csv")
+
+
+def test_resume_finishes_what_a_kill_left_undone(runs, capsys, tmp_path):
+    # A kill -9 while the prediction files were written left para-dev-output.csv
+    # empty, and --resume exited 0 without rewriting it. Every output is now
+    # written whole or not at all, and a resume of a finished run redoes the rest.
+    out = _finished_copy(runs, tmp_path)
+    (out / "predictions" / "para-dev-output.csv").write_text("")
+    (out / "predictions" / "sts-test-output.csv").unlink()
+    (out / "summary.json").unlink()
+    code, err = _main(runs["common"] + ["--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    for name in PREDICTION_NAMES:
+        assert (out / "predictions" / name).read_bytes() == \
+            (runs["a_out"] / "predictions" / name).read_bytes(), name
+    assert (out / "summary.json").is_file()
+    assert (out / "metrics.jsonl").read_bytes() == (runs["a_out"] / "metrics.jsonl").read_bytes()
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(runs, capsys, tmp_path):
+    last = EPOCHS * STEPS_PER_EPOCH
+    out = _finished_copy(runs, tmp_path)
+    arrays = out / "checkpoints" / f"step-{last:08d}.npz"
+    arrays.write_bytes(arrays.read_bytes()[:1000])  # a truncated zip
+    code, err = _main(runs["common"] + ["--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, err
+    assert warning[0].startswith(f"warning: {arrays}: unreadable (BadZipFile")
+    assert warning[0].endswith(f"resuming from the previous checkpoint "
+                               f"{out / 'checkpoints' / 'previous.json'} (step {last - 3})")
+    # The last 3 steps were redone from step 69: the same run, to float noise.
+    a, b = _metric_lines(runs["a_out"]), _metric_lines(out)
+    assert [r["epoch"] for r in b] == [1, 2] and b[0] == a[0]
+    assert b[1]["dev"] == pytest.approx(a[1]["dev"], abs=1e-6)
+    assert _state(out)["global_step"] == last
+
+    # A garbage latest.json: the same fallback, naming the file.
+    (out / "checkpoints" / "latest.json").write_text("{not json")
+    code, err = _main(runs["common"] + ["--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert f"warning: {out / 'checkpoints' / 'latest.json'}: unreadable (JSONDecodeError" in err
+
+    # Neither usable: one line naming the folder, and nothing written.
+    (out / "checkpoints" / "latest.json").write_text("{not json")
+    (out / "checkpoints" / "previous.json").write_text("[]")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code, err = _main(runs["common"] + ["--out", str(out), "--resume"], capsys)
+    assert code == 2
+    error = err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {out / 'checkpoints'}: no usable checkpoint ("), err
+    assert "latest.json: unreadable" in error and "previous.json: not a checkpoint" in error
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_second_process_on_one_out_is_refused(runs, capsys, tmp_path):
+    # Two runs on one --out both exited 0 with their metrics.jsonl lines mixed.
+    from training.run_lock import RunLock
+
+    out = _finished_copy(runs, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with RunLock(out):
+        code, err = _main(runs["common"] + ["--out", str(out), "--resume"], capsys)
+        holder = json.loads((out / ".lock").read_text())
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(
+        f"error: {out}: in use by another run (pid {os.getpid()} on {holder['host']}, started ")
+    assert "wait for it to finish, or choose another --out" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not (out / ".lock").exists()  # released with the holder
+
+
+def test_max_length_over_the_models_positions(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "long"
+    code, err = _main(["--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir),
+                       "--out", str(out), "--max-length", "65"], capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: --max-length must be at most 64 for {tiny_model_dir} (its position "
+        "embeddings), got 65")
+    assert not out.exists()  # the folder the lock made is removed with it
 
 
 # ---------------------------------------------------------------------- CLI
