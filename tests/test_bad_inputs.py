@@ -158,18 +158,15 @@ def test_prediction_files_whole_and_unique(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"para-dev-output\.csv: id 'a' would be written twice"):
         write_predictions(tmp_path, "quora", "dev", ["a", "b", "a"], [1, 0, 1])
     assert path.read_bytes() == before
-    path.write_text("id,Predicted_Is_Paraphrase\na,1\nb,0\na,0\n")
-    with pytest.raises(ValueError, match=r"para-dev-output\.csv:4: id 'a' again \(first on line 2\)"):
-        read_predictions(path)
-    path.write_text("id,Predicted_Is_Paraphrase\na,1\nb\n")
-    with pytest.raises(ValueError, match=r"para-dev-output\.csv:3: expected 2 fields"):
-        read_predictions(path)
-    path.write_text("id,Predicted_Is_Paraphrase\na,yes\n")
-    with pytest.raises(ValueError, match=r"para-dev-output\.csv:2: prediction 'yes' is not a number"):
-        read_predictions(path)
-    path.write_text("")
-    with pytest.raises(ValueError, match=r"para-dev-output\.csv: header None"):
-        read_predictions(path)
+    header = "id,Predicted_Is_Paraphrase\n"
+    for text, message in (
+            (header + "a,1\nb,0\na,0\n", r":4: id 'a' again \(first on line 2\)"),
+            (header + "a,1\nb\n", r":3: expected 2 fields"),
+            (header + "a,yes\n", r":2: prediction 'yes' is not a number"),
+            ("", r": header None")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=r"para-dev-output\.csv" + message):
+            read_predictions(path)
 
 
 def test_lite_scores_file_is_written_whole(tmp_path):
@@ -183,3 +180,21 @@ def test_lite_scores_file_is_written_whole(tmp_path):
         "scores.tsv"]
     write_scores(out, ["a"], ["c"], [1.0])
     assert out.read_text() == "text_a\ttext_b\tscore\na\tc\t1.0000\n"
+
+
+def test_vocab_and_config_bytes_that_are_not_utf8(tmp_path):
+    # Was "'utf-8' codec can't decode byte 0xe9 in position ..." with no file named.
+    from kerasbert.bert_config import BertConfig
+    from kerasbert_lite.wordpiece import read_vocabulary
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(b"[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\ncaf\xe9\r\n")
+    with pytest.raises(ValueError) as info:
+        read_vocabulary(vocab)
+    assert str(info.value) == f"{vocab}:5: not valid UTF-8 (byte 0xe9)"
+    vocab.write_bytes(b"[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\ncafe\r\n")
+    assert read_vocabulary(vocab) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "cafe"]
+    config = tmp_path / "config.json"
+    config.write_bytes(b'{"hidden_size": 32, "name": "caf\xe9"}')
+    with pytest.raises(ValueError, match=rf"^{config}: not valid JSON"):
+        BertConfig.from_json_file(config)
