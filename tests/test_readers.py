@@ -242,6 +242,9 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(str(other)) == other  # the flag wins over the variable
     with pytest.raises(ValueError, match="does not exist"):
         resolve_data_dir(str(tmp_path / "nope"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"a-file \(from --data-dir\) is a file, not a folder"):
+        resolve_data_dir(str(tmp_path / "a-file"))
 
 
 def test_split_paths():

@@ -300,6 +300,7 @@ def resolve_data_dir(flag_value=None):
     path = Path(value).expanduser()
     if not path.is_dir():
         origin = "--data-dir" if flag_value else DATA_ENV_VAR
-        raise ValueError(f"data folder {path} (from {origin}) does not exist; "
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"data folder {path} (from {origin}) {what}; "
                          f"fix --data-dir or {DATA_ENV_VAR}")
     return path
