@@ -2,7 +2,7 @@
 
 * One uninterrupted CLI run (A) is checked file by file.
 * The same run killed twice (`--kill-after-steps`: once in epoch 1, once in
-  epoch 2, neither on a checkpoint step) and resumed must end exactly like A.
+  epoch 2, neither on a checkpoint step) and resumed must end like A, to float noise.
 * Resume / new-run refusals, `--help` and a bad `--data-dir` go through
   `training.run.main` in this process (no extra TensorFlow start-up).
 * The non-finite-loss guard, in process.
@@ -190,6 +190,13 @@ def test_kill_leaves_last_checkpoint(runs):
     assert len(state["history"]) == 1
 
 
+# What --resume promises: the uninterrupted run's result to float noise. Two
+# uninterrupted MiniLM runs on this 2-core CPU already differ by ~1e-7 (losses,
+# Pearson, weights; README "Resuming"), so that is the most any resume can give
+# in general. The tiny runs here happen to be bit-identical; the test allows noise.
+NOISE = 1e-5
+
+
 def test_resume_equals_uninterrupted(runs):
     import keras
 
@@ -197,25 +204,34 @@ def test_resume_equals_uninterrupted(runs):
     _ok(runs["b3"])
     a, b = runs["a_out"], runs["b_out"]
     lines_a, lines_b = _metric_lines(a), _metric_lines(b)
-    assert [_comparable(r) for r in lines_b] == [_comparable(r) for r in lines_a]
+    assert [r["epoch"] for r in lines_b] == [r["epoch"] for r in lines_a]
+    assert [r["step"] for r in lines_b] == [r["step"] for r in lines_a]
+    for ra, rb in zip(lines_a, lines_b):
+        assert rb["dev"] == pytest.approx(ra["dev"], rel=0, abs=NOISE)
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=0, abs=NOISE)
     summary_a = json.loads((a / "summary.json").read_text())
     summary_b = json.loads((b / "summary.json").read_text())
-    summary_a.pop("minutes_per_epoch"), summary_b.pop("minutes_per_epoch")
-    assert summary_b == summary_a
+    assert summary_b["best_epoch"] == summary_a["best_epoch"]
+    assert summary_b["best"] == pytest.approx(summary_a["best"], rel=0, abs=NOISE)
     weights_a = keras.saving.load_model(a / "best.keras").get_weights()
     weights_b = keras.saving.load_model(b / "best.keras").get_weights()
     assert len(weights_a) == len(weights_b)
     for wa, wb in zip(weights_a, weights_b):
-        np.testing.assert_array_equal(wa, wb)
+        np.testing.assert_allclose(wa, wb, rtol=0, atol=NOISE)
     # The last checkpoints (model + optimizer state) agree too.
     last = f"step-{EPOCHS * STEPS_PER_EPOCH:08d}.npz"
     with np.load(a / "checkpoints" / last) as ca, np.load(b / "checkpoints" / last) as cb:
         assert ca.files == cb.files
         for key in ca.files:
-            np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+            np.testing.assert_allclose(ca[key], cb[key], rtol=0, atol=NOISE, err_msg=key)
+    from training.predictions import read_predictions
     for name in ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv",
                  "sst-test-output.csv", "sts-test-output.csv"):
-        assert (b / "predictions" / name).read_bytes() == (a / "predictions" / name).read_bytes()
+        got, want = (read_predictions(run / "predictions" / name) for run in (b, a))
+        assert list(got) == list(want)
+        # Labels are equal; a 0-5 score may round the other way at its 4th decimal.
+        np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=0,
+                                   atol=1.01e-4 if name.startswith("sts") else 0, err_msg=name)
 
 
 def _main(args, capsys):

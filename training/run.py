@@ -72,7 +72,8 @@ def build_parser():
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
     add("--resume", action="store_true",
-        help="continue the run in --out from its last checkpoint (exactly where it stopped)")
+        help="continue the run in --out from its last checkpoint (the step it reached); "
+             "the result is the uninterrupted run's to float noise")
     add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
