@@ -79,6 +79,20 @@ def test_export_out_below_a_file(tmp_path, capsys):
         f"error: {out}: not a folder ({tmp_path / 'a-file'} is a file); choose another --out\n")
 
 
+def test_second_export_on_one_out_is_refused(tmp_path, capsys):
+    from export.run import main
+    from training.run_lock import RunLock
+
+    out = tmp_path / "exports"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    with RunLock(out):
+        assert main(["--runs", str(tmp_path / "run"), "--out", str(out), "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: in use by another run (pid {os.getpid()} on ")
+    assert (out / "manifest.json").read_text() == "{}"  # the first export's files untouched
+
+
 def test_error_line_of_os_errors():
     from kerasbert_lite.error_line import error_line
 
