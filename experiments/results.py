@@ -122,8 +122,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return _command(args)
-    except (FileNotFoundError, ValueError) as e:  # they name the file: no traceback needed
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # they name the file: no traceback needed
+        from kerasbert_lite.error_line import error_line
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

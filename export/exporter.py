@@ -36,6 +36,7 @@ from export.device_models import (DEVICE_KINDS, DEVICE_OUTPUTS, choose_embedder,
 from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
 from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.tflite_runtime import custom_op_names, file_size
+from training.atomic_write import atomic_write_text
 
 SAVED_MODEL_DIR = "saved_model"
 MANIFEST = "manifest.json"
@@ -184,7 +185,20 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
         The manifest dict (also written to `out_dir/manifest.json`). When
         verification ran, `manifest["verification"]["passed"]` says whether
         float parity held.
+
+    One export at a time may write `out_dir` (`training.run_lock.RunLock`:
+    a second is refused, naming the first); the manifest is written last and
+    whole, so one in the folder belongs to a complete export.
     """
+    from training.run_lock import RunLock
+
+    with RunLock(out_dir):
+        return _export_ensemble(run_dirs, out_dir, max_length, verify, data_dir, float16, log,
+                                verify_kwargs)
+
+
+def _export_ensemble(run_dirs, out_dir, max_length, verify, data_dir, float16, log,
+                     verify_kwargs):
     out_dir = Path(out_dir)
     started = time.perf_counter()
     ensemble = MultitaskEnsemble.from_runs(run_dirs, max_length=max_length)
@@ -265,7 +279,6 @@ def export_ensemble(run_dirs, out_dir, max_length=None, verify=True, data_dir=No
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
     # The whole process's peak (Linux reports KiB): what a machine needs to run this export.
     manifest["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    with open(out_dir / MANIFEST, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     log(f"wrote {out_dir / MANIFEST} ({manifest['export_seconds']}s in all)")
     return manifest

@@ -68,7 +68,8 @@ def main(argv=None):
                            "tolerance": args.tolerance})
     except (OSError, ValueError) as e:
         # Unusable run folders, vocabularies or output paths: the message names the file.
-        print(f"error: {e}", file=sys.stderr)
+        from kerasbert_lite.error_line import error_line
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     verification = manifest.get("verification")
     if verification is not None and not verification["passed"]:

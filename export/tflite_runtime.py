@@ -31,15 +31,18 @@ def load_interpreter(path, num_threads=None, custom_ops=True):
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         kwargs["num_threads"] = int(num_threads)
+    if custom_ops:
+        # Outside the try below: this error is about the environment, not a
+        # corrupted file, and must reach the user as it is.
+        try:
+            import tensorflow_text
+        except ImportError as e:
+            raise ModelFileError(path, "is a text-in model: its tokenizer ops need "
+                                       "`pip install tensorflow-text` (with TensorFlow); "
+                                       "without them, score embedder_int8.tflite or "
+                                       "model_ids_int8.tflite with kerasbert_lite") from e
     try:
         if custom_ops:
-            try:
-                import tensorflow_text
-            except ImportError as e:
-                raise ModelFileError(path, "is a text-in model: its tokenizer ops need "
-                                           "`pip install tensorflow-text` (with TensorFlow); "
-                                           "without them, score embedder_int8.tflite or "
-                                           "model_ids_int8.tflite with kerasbert_lite") from e
             return litert.InterpreterWithCustomOps(
                 custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
                 **kwargs)

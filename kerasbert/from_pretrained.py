@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from kerasbert_lite.model_file_error import ModelFileError
 
 from kerasbert.bert_backbone import BertBackbone
 from kerasbert.bert_config import BertConfig
@@ -84,16 +85,28 @@ def read_checkpoint(folder, allow_pickle=False):
         config = BertConfig.from_json_file(folder / "config.json")
         if (folder / "model.safetensors").is_file():
             from safetensors.numpy import load_file
-            return config, load_file(str(folder / "model.safetensors"))
+            path = folder / "model.safetensors"
+            try:
+                return config, load_file(str(path))
+            except Exception as e:  # noqa: BLE001  SafetensorError and kin: truncated, not one
+                raise ModelFileError(path, f"not a readable safetensors file "
+                                           f"({type(e).__name__}: {e})") from e
         if (folder / "pytorch_model.bin").is_file():
+            path = folder / "pytorch_model.bin"
             if not allow_pickle:
                 raise ValueError(
-                    f"{folder / 'pytorch_model.bin'} is a pickle, and unpickling can run "
+                    f"{path} is a pickle, and unpickling can run "
                     "arbitrary code. Convert it to model.safetensors, or pass "
                     "allow_pickle=True if you trust its source.")
             import torch  # only for this opt-in path
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-            return config, {k: v.numpy() for k, v in state.items()}
+            try:
+                # weights_only: tensors only; anything else is refused unrun.
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                return config, {k: v.numpy() for k, v in state.items()}
+            except Exception as e:  # noqa: BLE001  UnpicklingError, truncated zip, not a dict
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise ModelFileError(path, f"refused or unreadable as PyTorch weights "
+                                           f"({type(e).__name__}: {reason[:200]})") from e
         raise FileNotFoundError(f"{folder}: config.json but no model.safetensors")
     if (folder / "bert_config.json").is_file():
         import tensorflow as tf

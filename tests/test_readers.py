@@ -87,13 +87,82 @@ def test_sts_labels(tmp_path):
                                                 "similarity 'nan' is not a number"]
 
 
-def test_line_numbers_count_physical_lines_of_quoted_fields(tmp_path):
+def test_a_stray_quote_costs_its_own_line_only(tmp_path, caplog):
+    # Read as csv reads it, the open quote on line 3 swallowed lines 3-5 (tabs
+    # and newlines included) into one field and kept them as one row.
     path = write(tmp_path, "sts-train.csv", PAIR_HEADER.format(label="similarity") + (
-        '1\ta\t"two\nlines"\tB\t1.0\n'     # lines 2-3, kept with its newline
-        "2\tb\tA\tB\tbad\n"))              # line 4
-    data = read_sts(path)
-    assert data.texts_a == ["two\nlines"]
-    assert [(s.line, s.reason) for s in data.skipped] == [(4, "similarity 'bad' is not a number")]
+        "1\ta\tA man runs.\tA man jogs.\t4.0\n"      # line 2: kept
+        '2\tb\t"A dog barks.\tA cat.\t1.0\n'          # line 3: stray quote
+        "3\tc\tA bird.\tA plane.\t2.2\n"             # line 4: kept
+        "4\td\t\"two\n"                              # line 5: a quoted field over 2 lines
+        'lines"\tB\t1.0\n'                          # line 6: its second half
+        '5\te\t"A\ttab"\tB\t3.0\n'                   # line 7: a tab inside quotes
+        "6\tf\tLast.\tOne.\t5.0\n"))                 # line 8: kept
+    with caplog.at_level(logging.WARNING, logger="training.readers"):
+        data = read_sts(path)
+    assert data.ids == ["a", "c", "f"]
+    assert data.texts_a == ["A man runs.", "A bird.", "Last."]
+    np.testing.assert_allclose(data.labels, [4.0, 2.2, 5.0])
+    unterminated = "unterminated quote: a quoted field runs past the end of its line"
+    assert [(s.line, s.reason[:len(unterminated)] if s.line in (3, 5) else s.reason)
+            for s in data.skipped] == [
+        (3, unterminated), (5, unterminated),
+        (6, "missing field 'sentence2', missing field 'similarity'"),
+        (7, "quoted field contains a tab (a stray '\"'?)")]
+    assert caplog.records[0].getMessage().startswith(
+        "sts-train.csv: skipped 4 of 7 rows (line 3: unterminated quote")
+
+
+def test_stray_quote_in_the_real_sts_train_file(data_dir, tmp_path):
+    # The reported case: one '"' added to sts-train.csv line 4 made six rows one
+    # example labelled 2.2; the only sign was "read 6034 rows".
+    lines = (data_dir / "sts-train.csv").read_bytes().split(b"\n")
+    fields = lines[3].split(b"\t")
+    fields[2] = b'"' + fields[2]
+    lines[3] = b"\t".join(fields)
+    path = tmp_path / "sts-train.csv"
+    path.write_bytes(b"\n".join(lines))
+    data, real = read_sts(path), read_sts(data_dir / "sts-train.csv")
+    assert [(s.line, s.reason.split(":")[0]) for s in data.skipped] == [(4, "unterminated quote")]
+    assert len(data) == 6039 and data.ids == real.ids[:2] + real.ids[3:]
+    assert data.texts_a == real.texts_a[:2] + real.texts_a[3:]
+
+
+def test_bytes_that_are_not_utf8_skip_their_row(tmp_path, caplog):
+    path = tmp_path / "ids-sst-train.csv"
+    path.write_bytes(SENT_HEADER.encode() + b"0\ta\t Good .\t3\n"
+                     b"1\tb\t caf\xe9 .\t2\n"      # latin-1, line 3
+                     b"2\tc\t Bad .\t1\n")
+    with caplog.at_level(logging.WARNING, logger="training.readers"):
+        data = read_sentiment(path, num_classes=5)
+    assert data.ids == ["a", "c"]
+    assert [str(s) for s in data.skipped] == [
+        "ids-sst-train.csv:3: not valid UTF-8 (byte 0xe9 at column 9)"]
+    assert "skipped 1 of 3 rows (line 3: not valid UTF-8" in caplog.text
+    header = tmp_path / "bad-header.csv"
+    header.write_bytes(b"\tid\tsen\xe9tence\n0\ta\tx\n")
+    with pytest.raises(ValueError, match=r"bad-header\.csv:1: header line not valid UTF-8"):
+        read_sentiment(header, num_classes=5, labeled=False)
+
+
+def test_duplicate_ids_keep_the_first_and_report_the_rest(tmp_path):
+    path = write(tmp_path, "quora-dev.csv", PAIR_HEADER.format(label="is_duplicate") + (
+        "0\ta\tHow old?\tWhat age?\t1.0\n"
+        "1\tb\tWhy?\tHow?\t0.0\n"
+        "2\ta\tOther?\tText?\t0.0\n"))        # line 4: 'a' again
+    data = read_quora(path)
+    assert data.ids == ["a", "b"] and data.texts_a == ["How old?", "Why?"]
+    assert [str(s) for s in data.skipped] == [
+        "quora-dev.csv:4: duplicate id 'a' (first on line 2)"]
+
+
+def test_crlf_and_bom(tmp_path):
+    path = tmp_path / "ids-sst-dev.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + SENT_HEADER.replace("\n", "\r\n").encode()
+                     + b'0\ta\t"Good ."\t3\r\n1\tb\tBad .\t1\r\n')
+    data = read_sentiment(path, num_classes=5)
+    assert data.texts == ["Good .", "Bad ."] and data.labels.tolist() == [3, 1]
+    assert data.skipped == []
 
 
 def test_quoting_and_extra_fields(tmp_path):
@@ -173,6 +242,9 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(str(other)) == other  # the flag wins over the variable
     with pytest.raises(ValueError, match="does not exist"):
         resolve_data_dir(str(tmp_path / "nope"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"a-file \(from --data-dir\) is a file, not a folder"):
+        resolve_data_dir(str(tmp_path / "a-file"))
 
 
 def test_split_paths():

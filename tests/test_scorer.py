@@ -236,3 +236,27 @@ def test_cli_usage_errors(export_dir, capsys):
         main([str(export_dir / "model_int8.tflite"), "a", "b", "c"])
     with pytest.raises(SystemExit):
         main([str(export_dir / "model_int8.tflite"), "a", "b", "--out", "x.tsv"])
+
+
+def test_missing_tensorflow_text_says_what_to_install(export_dir, monkeypatch, capsys):
+    # Without tf-text the text-in file cannot run: one line saying what to
+    # install and which files run without it, not an ImportError traceback.
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorflow_text", None)  # import raises ImportError
+    model = export_dir / "model_int8.tflite"
+    assert main([str(model), "the cat sat", "a dog"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {model}: is a text-in model")
+    assert "pip install tensorflow-text" in err and "embedder_int8.tflite" in err
+
+
+def test_cli_write_error_names_the_output(export_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a\tb\n")
+    target = tmp_path / "a-file"
+    target.write_text("")
+    assert main([str(export_dir / "model_int8.tflite"), "--pairs", str(pairs),
+                 "--out", str(target / "sub.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {target / 'sub.tsv'}: cannot write (Not a directory)\n"

@@ -278,3 +278,40 @@ def test_save_pretrained_round_trip_and_hf_reads_it(hf, loaded, tmp_path):
     assert hf2.config.hidden_size == 32 and hf2.config.intermediate_size == 37
     _assert_parity(_keras_outputs(backbone, hf["batch"]), _hf_outputs(hf2, hf["batch"]),
                    hf["batch"]["padding_mask"], "save_pretrained_then_hf")
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled (if unpickling ran code)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_damaged_weight_files_are_named(hf, tmp_path):
+    from kerasbert_lite import ModelFileError
+
+    shutil.copy(hf["folder"] / "config.json", tmp_path / "config.json")
+    shutil.copy(hf["folder"] / "vocab.txt", tmp_path / "vocab.txt")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes((hf["folder"] / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(ModelFileError) as info:
+        kerasbert.from_pretrained(tmp_path)
+    assert str(info.value).startswith(f"{weights}: not a readable safetensors file (")
+
+    # A malicious pickle: refused unrun (weights_only), with the file named.
+    weights.unlink()
+    marker = tmp_path / "pwned"
+    pickled = tmp_path / "pytorch_model.bin"
+    torch.save({"x": _RunsCode(str(marker))}, pickled)
+    with pytest.raises(ModelFileError) as info:
+        kerasbert.from_pretrained(tmp_path, allow_pickle=True)
+    assert str(info.value).startswith(
+        f"{pickled}: refused or unreadable as PyTorch weights (UnpicklingError: ")
+    assert "\n" not in str(info.value) and not marker.exists()
+
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
+        kerasbert.from_pretrained(tmp_path, allow_pickle=True)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 import kerasbert
 from training import losses
+from training.atomic_write import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
 from training.non_finite_loss import NonFiniteLoss
@@ -22,6 +23,7 @@ from training.pipelines import TaskBatches
 from training.precision import resolve_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
+from training.run_lock import RunLock
 from training.task_schedule import task_schedule
 from training.train_config import TrainConfig
 from training.variants import TASK_OUTPUT, get_variant
@@ -31,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "latest.json"
+# The checkpoint before the latest: what --resume falls back to when the
+# latest is unreadable. Its arrays file is kept until a newer one is complete.
+PREVIOUS_STATE_FILE = "previous.json"
+_STATE_KEYS = ("epoch", "position", "global_step", "history", "best_score", "best_epoch",
+               "loss_sums", "arrays")
 
 
 def default_strategy():
@@ -76,8 +83,11 @@ class MultitaskTrainer:
     XLA. Tasks alternate by `config.schedule`. Every `checkpoint_every` steps
     and after each epoch the model, optimizer, schedule step, data position
     and dropout RNG state are written atomically to `out/checkpoints`, so
-    `train(resume=True)` continues a run killed at any moment to the same
-    result. After each epoch the dev sets are scored; the best epoch (by the
+    `train(resume=True)` continues a run killed at any moment; the result
+    is the uninterrupted run's to float noise (bit-identical where the
+    kernels are deterministic; see the README's "Resuming"). The checkpoint
+    before the latest is kept as a fallback for an unreadable latest one.
+    One process at a time may write `out` (`RunLock`). After each epoch the dev sets are scored; the best epoch (by the
     CS224N overall score over the tasks the run trains) is kept as
     `out/best.keras`.
 
@@ -122,7 +132,7 @@ class MultitaskTrainer:
             rng = np.random.default_rng(self.config.seed)
             keep = max(1, int(round(self.config.quora_fraction * len(data))))
             data = data.subset(np.sort(rng.permutation(len(data))[:keep]))
-        return data.take(self.config.limit) if self.config.limit else data
+        return data.take(self.config.limit) if self.config.limit is not None else data
 
     def setup(self):
         """Reads data, loads the encoder, builds model, batches and optimizer."""
@@ -134,6 +144,11 @@ class MultitaskTrainer:
         logger.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
         with self.strategy.scope():
             backbone, self.tokenizer = kerasbert.from_pretrained(cfg.model, max_length=cfg.max_length)
+            positions = backbone.bert_config.max_sequence_length
+            if cfg.max_length > positions:
+                raise ValueError(f"--max-length must be at most {positions} for "
+                                 f"{cfg.model or kerasbert.DEFAULT_MODEL} (its position "
+                                 f"embeddings), got {cfg.max_length}")
             self.model = kerasbert.MultitaskBert(
                 backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],
                 **self.variant.model_kwargs())
@@ -348,58 +363,119 @@ class MultitaskTrainer:
         for prefix, optimizer in (("optimizer", self.optimizer), ("head_optimizer", self.head_optimizer)):
             arrays.update({f"{prefix}_{i}": np.asarray(v.numpy())
                            for i, v in enumerate(optimizer.variables)})
-        _atomic_write(folder / name, lambda f: np.savez(f, **arrays))
+        atomic_write(folder / name, lambda f: np.savez(f, **arrays))
         # The state file names the arrays file and is replaced last, so a kill
         # at any point leaves a state that points at a complete checkpoint.
-        state = dict(state, arrays=name)
-        _atomic_write(folder / STATE_FILE, lambda f: f.write(json.dumps(state, indent=1).encode()))
+        # The one it replaces becomes previous.json, with its arrays kept, so
+        # a latest checkpoint damaged later (disk full, a copy cut short)
+        # still leaves one to resume from.
+        latest = folder / STATE_FILE
+        previous = _state_text_and_arrays(latest)
+        if previous is not None and previous[1] != name:
+            atomic_write_text(folder / PREVIOUS_STATE_FILE, previous[0])
+        atomic_write_text(latest, json.dumps(dict(state, arrays=name), indent=1))
+        keep = {name} | {found[1] for found in [_state_text_and_arrays(folder / PREVIOUS_STATE_FILE)]
+                         if found is not None}
         for old in folder.glob("step-*.npz"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink()
 
     def _read_checkpoint(self):
+        """The state of the latest usable checkpoint, its weights loaded; None if none was written.
+
+        An unreadable latest.json or arrays file is reported (file named) and
+        the previous checkpoint used instead; if neither is usable, a
+        `ValueError` naming the folder.
+        """
         folder = self.out / CHECKPOINT_DIR
-        state_path = folder / STATE_FILE
-        if not state_path.is_file():
+        candidates = [folder / STATE_FILE, folder / PREVIOUS_STATE_FILE]
+        if not any(path.is_file() for path in candidates):
             return None
-        state = json.loads(state_path.read_text())
-        with np.load(folder / state["arrays"]) as arrays:
-            for prefix, variables in (("model", self.model.variables),
-                                      ("optimizer", self.optimizer.variables),
-                                      ("head_optimizer", self.head_optimizer.variables)):
-                count = sum(1 for k in arrays.files if k.startswith(prefix + "_"))
-                if count != len(variables):
-                    raise ValueError(f"{folder / state['arrays']}: {count} {prefix} arrays for "
-                                     f"{len(variables)} variables; was it written by another variant?")
-                for i, variable in enumerate(variables):
-                    variable.assign(arrays[f"{prefix}_{i}"])
+        problems = []
+        for path in candidates:
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+                continue
+            try:
+                state = self._load_checkpoint(path)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                message = (f"warning: {problems[0]}; resuming from the previous checkpoint "
+                           f"{path} (step {state['global_step']})")
+                print(message, file=sys.stderr)
+                # The fallback becomes the latest, so the next checkpoint
+                # keeps it (not the damaged one) as its previous.
+                atomic_write(folder / STATE_FILE, lambda f: f.write(path.read_bytes()))
+            return state
+        raise ValueError(f"{folder}: no usable checkpoint ({'; '.join(problems)}); remove the "
+                         "folder to start over, or choose another --out")
+
+    def _load_checkpoint(self, state_path):
+        """Reads one state file and its arrays into the model, all or nothing."""
+        try:
+            state = json.loads(state_path.read_bytes())
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes
+            raise ValueError(f"{state_path}: unreadable ({type(e).__name__}: {e})") from e
+        if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+            raise ValueError(f"{state_path}: not a checkpoint state (needs keys {list(_STATE_KEYS)})")
+        arrays_path = state_path.parent / str(state["arrays"])
+        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables),
+                  ("head_optimizer", self.head_optimizer.variables))
+        try:
+            with np.load(arrays_path) as stored:
+                values = {key: stored[key] for key in stored.files}
+        except Exception as e:  # noqa: BLE001  missing, truncated zip, bad member: all unusable
+            raise ValueError(f"{arrays_path}: unreadable ({type(e).__name__}: {e})") from e
+        for prefix, variables in groups:
+            count = sum(1 for k in values if k.startswith(prefix + "_"))
+            if count != len(variables):
+                raise ValueError(f"{arrays_path}: {count} {prefix} arrays for "
+                                 f"{len(variables)} variables; was it written by another variant?")
+            for i, variable in enumerate(variables):
+                shape = np.shape(values.get(f"{prefix}_{i}"))
+                if shape != tuple(variable.shape):
+                    raise ValueError(f"{arrays_path}: {prefix}_{i} has shape {shape}, "
+                                     f"the model's is {tuple(variable.shape)}")
+        for prefix, variables in groups:
+            for i, variable in enumerate(variables):
+                variable.assign(values[f"{prefix}_{i}"])
         return state
 
     # ------------------------------------------------------------------ train
-    def _prepare_run_folder(self, resume):
+    def _check_run_folder(self, resume):
+        """Refuses a resume with other settings, or a new run over a started one."""
         config_path = self.out / "config.json"
         if config_path.is_file():
-            saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
+            try:
+                saved = TrainConfig.from_dict(json.loads(config_path.read_bytes()))
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{config_path}: unreadable run settings ({e}); choose "
+                                 "another --out") from e
             if resume:
                 changed = self.config.differences(saved)
                 if changed:
                     raise ValueError(
                         f"{self.out} was started with other settings ({', '.join(changed)}); "
                         "resume with the same settings or use another --out")
-            elif (self.out / CHECKPOINT_DIR / STATE_FILE).is_file():
+            elif any((self.out / CHECKPOINT_DIR / name).is_file()
+                     for name in (STATE_FILE, PREVIOUS_STATE_FILE)):
                 raise FileExistsError(
                     f"{self.out} already holds a run; pass --resume to continue it or choose "
                     "another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume and config_path.is_file():
-            # `auto` may resolve differently on another machine: what counts
-            # is the policy the run trained under.
-            used = json.loads(config_path.read_text()).get("precision_used")
-            if used is not None and used != self.precision.policy:
-                raise ValueError(
-                    f"{config_path}: the run trained under {used}, this machine resolves "
-                    f"--precision {self.config.precision} to {self.precision.policy}; resume "
-                    f"with --precision {used}")
+            if resume:
+                # `auto` may resolve differently on another machine: what
+                # counts is the policy the run trained under.
+                used = json.loads(config_path.read_bytes()).get("precision_used")
+                if used is not None and used != self.precision.policy:
+                    raise ValueError(
+                        f"{config_path}: the run trained under {used}, this machine resolves "
+                        f"--precision {self.config.precision} to {self.precision.policy}; "
+                        f"resume with --precision {used}")
+
+    def _write_run_record(self):
+        config_path = self.out / "config.json"
         record = json.loads(self.config.to_json())
         # What export needs to rebuild the text pipeline without the training code.
         record.update(precision_used=self.precision.policy,
@@ -408,19 +484,29 @@ class MultitaskTrainer:
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
                       lr_used=self.lr, head_lr_used=self.head_lr,
                       variant_definition=self.variant.__dict__)
-        _atomic_write(config_path, lambda f: f.write(json.dumps(record, indent=2, default=list).encode()))
-        self.tokenizer.save_vocabulary(self.out / "vocab.txt")
+        atomic_write_text(config_path, json.dumps(record, indent=2, default=list))
+        atomic_write(self.out / "vocab.txt", self.tokenizer.save_vocabulary, suffix=".txt")
 
     def train(self, resume=False, kill_after_steps=None):
         """Runs (or resumes) the whole training; returns the summary dict.
 
         `kill_after_steps` ends the process abruptly (`os._exit`) after that
         many steps, as a crash would: it exists to test resuming.
+
+        The run folder is locked first (`RunLock`: another process writing
+        it is refused, naming it) and checked against `resume` before any
+        data is read. A resume of a finished run redoes what follows the
+        last epoch (predictions, plot, summary), which a kill may have cut short.
         """
+        with RunLock(self.out):
+            self._check_run_folder(resume)
+            if not hasattr(self, "model"):
+                self.setup()
+            return self._train(resume, kill_after_steps)
+
+    def _train(self, resume, kill_after_steps):
         cfg = self.config
-        if not hasattr(self, "model"):
-            self.setup()
-        self._prepare_run_folder(resume)
+        self._write_run_record()
         state = self._read_checkpoint() if resume else None
         if resume and state is None:
             print(f"no checkpoint in {self.out}; starting from scratch", file=sys.stderr)
@@ -428,8 +514,7 @@ class MultitaskTrainer:
                           "best_score": None, "best_epoch": None, "loss_sums": {}}
         metrics_path = self.out / "metrics.jsonl"
         # Epochs finished after the checkpoint are redone: drop their lines.
-        _atomic_write(metrics_path, lambda f: f.write(
-            "".join(json.dumps(h) + "\n" for h in state["history"]).encode()))
+        _write_history(metrics_path, state["history"])
         writer = tf.summary.create_file_writer(str(self.out / "tensorboard"))
         interactive = sys.stderr.isatty()
 
@@ -493,8 +578,7 @@ class MultitaskTrainer:
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
             state["history"].append(record)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            _write_history(metrics_path, state["history"])
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
@@ -502,7 +586,7 @@ class MultitaskTrainer:
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
-                _atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
+                atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
                 # The best epoch's dev outputs, written now so the end of the
                 # run need not score dev a second time.
                 self._write_dev_outputs(predictions, raw)
@@ -551,15 +635,17 @@ class MultitaskTrainer:
             _write_raw_outputs(pred_dir / "test-outputs.npz", test_raw)
         else:  # none left from an earlier scoring against other test files
             (pred_dir / "test-outputs.npz").unlink(missing_ok=True)
-        plot_learning_curves(state["history"], self.out / "learning_curves.png",
-                             title=f"{self.variant.name}: {self.variant.description}")
+        atomic_write(self.out / "learning_curves.png",
+                     lambda path: plot_learning_curves(
+                         state["history"], path,
+                         title=f"{self.variant.name}: {self.variant.description}"),
+                     suffix=".png")
         summary = {"variant": self.variant.name, "best_epoch": state["best_epoch"],
                    "best": metrics, "epochs": len(state["history"]),
                    "minutes_per_epoch": round(np.mean(
                        [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
                    if state["history"] else None}
-        _atomic_write(self.out / "summary.json",
-                      lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
 
@@ -585,25 +671,22 @@ def _write_raw_outputs(path, by_task):
     for task, (ids, outputs) in by_task.items():
         arrays[f"{task}_ids"] = np.asarray(ids)
         arrays[f"{task}_outputs"] = outputs
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _atomic_write(path, write, suffix=""):
-    """Writes via a temporary file in the same folder, then renames over `path`.
+def _write_history(path, history):
+    """metrics.jsonl, one line per finished epoch, replaced whole (never appended to)."""
+    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
-    `write` takes an open binary file, or (with `suffix`) a path, for savers
-    such as `keras.Model.save` that insist on a file extension.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    if suffix:
-        write(str(tmp))
-    else:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+def _state_text_and_arrays(path):
+    """(text, arrays file name) of a state file whose arrays file exists, else None."""
+    try:
+        text = path.read_text()
+        name = json.loads(text)["arrays"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (text, name) if (path.parent / str(name)).is_file() else None
 
 
 __all__ = ["MultitaskTrainer", "NonFiniteLoss", "default_strategy"]

@@ -5,9 +5,11 @@ start with an unnamed row-index column; the test-student files of SST and
 CFIMDB carry one more leading index column. Columns are therefore always
 read by header name, never by position.
 
-A row that cannot be used (missing field, empty text, bad label) is skipped,
-recorded as a `SkippedRow` with its file and line number, and summarised in
-one logged line; nothing is dropped silently. A file that lacks a needed
+A row that cannot be used (missing field, empty text, bad label, a byte
+that is not UTF-8, a stray quote, an id seen before) is skipped, recorded as
+a `SkippedRow` with its file and line number, and summarised in one logged
+line; nothing is dropped silently. Each line is one row: a quote left open
+costs its own line, not the rows after it. A file that lacks a needed
 column or yields no valid row raises `ValueError`.
 
 Example:
@@ -96,31 +98,39 @@ def _read_rows(path, columns, label_column, parse_label):
 
     `columns` is ("id", text columns...). Every problem of a row is listed in
     its reason, so one look at the log says all that is wrong with it.
+
+    Each physical line is one row, decoded and parsed on its own: in these
+    files a quoted field never holds a newline or a tab, so one that would
+    is a stray quote, and read as csv does it would swallow the rows after
+    it into one field. Here it costs only its own line, reported as such, as
+    do a byte that is not UTF-8 and an id seen before.
     """
     path = str(path)
     _raise_csv_field_limit()
     needed = list(columns) + ([label_column] if label_column else [])
     rows, skipped = [], []
     total = 0
-    # newline="" lets csv handle quoted fields itself; utf-8-sig drops a BOM
-    # that would otherwise end up in the (unused) first header name.
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter="\t", quotechar='"')
-        try:
-            header = [name.strip() for name in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path}: empty file, expected a header with columns {needed}") from None
+    first_line_of = {}  # id -> line it was first read on
+    with open(path, "rb") as f:
+        header_line = f.readline()
+        if not header_line:
+            raise ValueError(f"{path}: empty file, expected a header with columns {needed}")
+        header, problem = _parse_line(header_line, first=True)
+        if problem:
+            raise ValueError(f"{path}:1: header line {problem}")
+        header = [name.strip() for name in header]
         missing = [c for c in needed if c not in header]
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; header has {header}")
         position = {name: header.index(name) for name in needed}
-        last_line = reader.line_num
-        for row in reader:
-            # A quoted field may span lines; report where the row starts.
-            line, last_line = last_line + 1, reader.line_num
-            if not row:  # csv yields [] for a blank line: not a data row
+        for line, raw in enumerate(f, start=2):
+            row, problem = _parse_line(raw)
+            if row == [] and not problem:  # a blank line: not a data row
                 continue
             total += 1
+            if problem:
+                skipped.append(SkippedRow(path, line, problem))
+                continue
             problems = []
             if len(row) > len(header):
                 problems.append(f"{len(row)} fields, header has {len(header)}")
@@ -138,15 +148,50 @@ def _read_rows(path, columns, label_column, parse_label):
                 label, problem = parse_label(values[label_column])
                 if problem:
                     problems.append(f"{label_column} {problem}")
+            if "id" in values and values["id"] in first_line_of:
+                problems.append(f"duplicate id '{values['id']}' (first on line "
+                                f"{first_line_of[values['id']]})")
             if problems:
                 skipped.append(SkippedRow(path, line, ", ".join(problems)))
                 continue
+            first_line_of[values["id"]] = line
             rows.append((values["id"], [values[c] for c in columns[1:]], label))
     _log_summary(path, total, skipped)
     if not rows:
         first = f"; first: {skipped[0]}" if skipped else ""
         raise ValueError(f"{path}: no valid rows ({total} data rows, {len(skipped)} skipped{first})")
     return rows, skipped
+
+
+def _parse_line(raw, first=False):
+    """One physical line (bytes) -> (fields, None), or (None, why it cannot be read).
+
+    >>> _parse_line(b'0\\ta\\t"He said ""hi"" ."\\t2\\r\\n')
+    (['0', 'a', 'He said "hi" .', '2'], None)
+    >>> _parse_line(b'3\\tc\\t"A man\\tB\\t2.2\\n')[1]
+    'unterminated quote: a quoted field runs past the end of its line (a stray \\'"\\'?)'
+    >>> _parse_line(b'1\\tb\\tcaf\\xe9\\t2\\n')[1]
+    'not valid UTF-8 (byte 0xe9 at column 8)'
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+    if first:
+        text = text.lstrip("\ufeff")  # a BOM from spreadsheet exports
+    text = text.rstrip("\n").rstrip("\r")
+    try:
+        row = next(csv.reader([text], delimiter="\t", quotechar='"', strict=True), [])
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            return None, ("unterminated quote: a quoted field runs past the end of its line "
+                          "(a stray '\"'?)")
+        if "new-line" in str(e):
+            return None, "carriage return inside the line"
+        return None, f"malformed quoting ({e})"
+    if any("\t" in field for field in row):
+        return None, "quoted field contains a tab (a stray '\"'?)"
+    return row, None
 
 
 def _log_summary(path, total, skipped):
@@ -255,6 +300,7 @@ def resolve_data_dir(flag_value=None):
     path = Path(value).expanduser()
     if not path.is_dir():
         origin = "--data-dir" if flag_value else DATA_ENV_VAR
-        raise ValueError(f"data folder {path} (from {origin}) does not exist; "
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ValueError(f"data folder {path} (from {origin}) {what}; "
                          f"fix --data-dir or {DATA_ENV_VAR}")
     return path

@@ -79,7 +79,8 @@ def build_parser():
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
     add("--resume", action="store_true",
-        help="continue the run in --out from its last checkpoint (exactly where it stopped)")
+        help="continue the run in --out from its last checkpoint (the step it reached); "
+             "the result is the uninterrupted run's to float noise")
     add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -93,8 +94,8 @@ def config_from_args(args):
         try:
             buckets = tuple(int(b) for b in args.buckets.split(","))
         except ValueError:
-            raise SystemExit(f"--buckets must be 'auto' or comma-separated integers, "
-                             f"got {args.buckets!r}")
+            raise ValueError(f"--buckets must be 'auto' or comma-separated integers, "
+                             f"got {args.buckets!r}") from None
     tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
     single_task = get_variant(args.variant).single_task
     return TrainConfig(
@@ -112,20 +113,25 @@ def config_from_args(args):
 
 
 def main(argv=None):
+    """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line."""
+    from kerasbert_lite.error_line import error_line
+
+    from training.non_finite_loss import NonFiniteLoss
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = config_from_args(args)
-
-    from training.multitask_trainer import MultitaskTrainer
-    from training.non_finite_loss import NonFiniteLoss
-
     try:
+        # Every flag is checked here, before TensorFlow starts or data is read.
+        config = config_from_args(args)
+        if args.kill_after_steps is not None and args.kill_after_steps < 1:
+            raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
+        from training.multitask_trainer import MultitaskTrainer
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError, NonFiniteLoss) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     print(f"run folder: {config.out}", file=sys.stderr)

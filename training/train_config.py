@@ -48,6 +48,13 @@ class TrainConfig:
     []
     >>> config.differences(TrainConfig(variant="cross"))
     ['epochs', 'seed']
+
+    Every setting is checked when the config is made (`validate`), so a bad
+    flag stops a run before any data is read:
+    >>> TrainConfig(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: --batch-size must be at least 1, got 0
     """
 
     variant: str = "dps_mse"
@@ -80,6 +87,75 @@ class TrainConfig:
     # (precision: the trainer checks the policy it resolved to instead.)
     RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile", "log_every",
                          "precision")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raises `ValueError` naming the flag of the first setting that cannot work.
+
+        Checked: ranges of every number (`limit` must be >= 1: 0 would read
+        as "no limit" in some places and "no data" in others), the names
+        (variant, tasks, schedule, mode, sentiment task, jit) and bucket
+        lengths. What needs the model or the files (the model's position
+        count, the folders) is checked by the trainer before it reads data.
+        """
+        from training.task_schedule import SCHEDULES
+        from training.variants import TASK_NAMES, VARIANTS
+
+        def need(ok, flag, rule, value):
+            if not ok:
+                raise ValueError(f"{flag} must be {rule}, got {value!r}")
+
+        def integer(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        need(self.variant in VARIANTS, "--variant", f"one of {', '.join(sorted(VARIANTS))}",
+             self.variant)
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
+                            ("--eval-batch-size", self.eval_batch_size),
+                            ("--checkpoint-every", self.checkpoint_every)):
+            need(integer(value) and value >= 1, flag, "at least 1", value)
+        # As the tokenizer and the export require: [CLS], [SEP] and one token.
+        need(integer(self.max_length) and self.max_length >= 3, "--max-length",
+             "at least 3 ([CLS], one token, [SEP])", self.max_length)
+        if self.limit is not None:
+            need(integer(self.limit) and self.limit >= 1, "--limit",
+                 "at least 1 (leave it out to use all the data)", self.limit)
+        need(integer(self.seed) and self.seed >= 0, "--seed", "a non-negative integer",
+             self.seed)
+        if self.lr is not None:
+            need(number(self.lr) and self.lr > 0, "--lr", "positive", self.lr)
+        need(number(self.head_lr) and self.head_lr > 0, "--head-lr", "positive", self.head_lr)
+        need(number(self.quora_fraction) and 0 < self.quora_fraction <= 1, "--quora-fraction",
+             "in (0, 1]", self.quora_fraction)
+        need(number(self.warmup_ratio) and 0 <= self.warmup_ratio <= 1, "--warmup-ratio",
+             "in [0, 1]", self.warmup_ratio)
+        need(number(self.weight_decay) and 0 <= self.weight_decay < float("inf"),
+             "--weight-decay", "a non-negative number", self.weight_decay)
+        need(number(self.clip_norm) and 0 < self.clip_norm < float("inf"), "--clip-norm",
+             "positive", self.clip_norm)
+        need(self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}",
+             self.schedule)
+        need(self.mode in ("finetune", "frozen"), "--mode", "finetune or frozen", self.mode)
+        need(self.sentiment_task in ("sst", "cfimdb"), "--task", "sst or cfimdb",
+             self.sentiment_task)
+        jit = self.jit_compile
+        need(isinstance(jit, bool) or isinstance(jit, str) and jit.lower() in (
+            "auto", "on", "off", "true", "false"), "--jit", "auto, on or off", jit)
+        if self.tasks is not None:
+            known = set(TASK_NAMES) | {"cfimdb"}
+            need(len(self.tasks) > 0 and set(self.tasks) <= known, "--tasks",
+                 f"a comma-separated list of {', '.join(sorted(known))}", ",".join(self.tasks))
+        if self.buckets is not None:
+            need(len(self.buckets) > 0 and all(integer(b) and b >= 3 for b in self.buckets),
+                 "--buckets", "'auto' or lengths of at least 3", self.buckets)
+        for flag, value in (("--out", self.out), ("--data-dir", self.data_dir)):
+            need(value is None or (isinstance(value, str) and value.strip()), flag,
+                 "a path", value)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

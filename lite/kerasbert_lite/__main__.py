@@ -65,6 +65,7 @@ def main(argv=None, open_scorer=open_lite_scorer, **parser_kwargs):
     """The CLI; `open_scorer(path, num_threads, batch_size)` picks the scorer for MODEL
     (`python -m export.score` passes one that also takes text-in files)."""
     args = parse_args(argv, **parser_kwargs)
+    from kerasbert_lite.error_line import error_line
     from kerasbert_lite.model_file_error import ModelFileError
     from kerasbert_lite.pair_file import read_pairs, write_scores, write_scores_to
     try:
@@ -92,8 +93,8 @@ def main(argv=None, open_scorer=open_lite_scorer, **parser_kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # counted below instead
             scores, truncated = scorer.score_batch(texts_a, texts_b, return_truncated=True)
-    except (ModelFileError, FileNotFoundError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ModelFileError, OSError, ValueError, TypeError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     try:
         if args.out is None:

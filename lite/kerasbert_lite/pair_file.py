@@ -6,6 +6,7 @@ unless forced on or off. Blank lines are skipped (and counted). Any other
 line without exactly one tab is an error naming the line.
 """
 
+import os
 from pathlib import Path
 
 HEADER_NAMES = {
@@ -88,9 +89,21 @@ def _preview(line, width=60):
 
 
 def write_scores(path, texts_a, texts_b, scores, truncated=None):
-    """Writes `text_a<TAB>text_b<TAB>score[<TAB>truncated]` lines with a header."""
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        write_scores_to(f, texts_a, texts_b, scores, truncated)
+    """Writes `text_a<TAB>text_b<TAB>score[<TAB>truncated]` lines with a header.
+
+    Through a temporary file renamed over `path`: a kill leaves the old file
+    or the whole new one, never a part.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            write_scores_to(f, texts_a, texts_b, scores, truncated)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_scores_to(stream, texts_a, texts_b, scores, truncated=None):

@@ -39,8 +39,15 @@ _EXCEPTIONS = Path(__file__).with_name("normalization_exceptions.json")
 def read_vocabulary(path_or_lines):
     """Tokens of a BERT vocab.txt (a path, or its text / lines), checked for the specials."""
     if isinstance(path_or_lines, (str, Path)) and "\n" not in str(path_or_lines):
-        with open(path_or_lines, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        with open(path_or_lines, "rb") as f:
+            data = f.read()
+        try:
+            # Universal newlines, as text mode reads them.
+            lines = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{path_or_lines}:{line}: not valid UTF-8 "
+                             f"(byte {data[e.start]:#04x})") from None
         where = str(path_or_lines)
     else:
         lines = path_or_lines.split("\n") if isinstance(path_or_lines, str) else list(
