@@ -71,7 +71,7 @@ class RunFolder:
         if not isinstance(model, MultitaskBert):
             raise ValueError(f"{self.model_path}: expected a MultitaskBert, "
                              f"got {type(model).__name__}")
-        return model
+        return float32_model(model)
 
     def dev_scores(self):
         """The best epoch's dev scores from summary.json (`sts_pearson`, ...), or {}."""
@@ -111,3 +111,24 @@ def training_version(folder):
     if not metrics.is_file():
         return None
     return hashlib.sha256(metrics.read_bytes()).hexdigest()[:16]
+
+
+def float32_model(model):
+    """`model` computing in float32: itself, or a float32 copy of a mixed-precision one.
+
+    A run trained under mixed_bfloat16 saves its backbone with that policy;
+    exports and their verification are float32 (then int8), so such a model
+    is rebuilt from its config at float32 and given the same (float32)
+    weights.
+    """
+    import keras
+
+    from kerasbert.multitask_bert import MultitaskBert
+    if model.backbone.get_layer("embeddings").dtype_policy.name == "float32":
+        return model
+    config = model.get_config()
+    config["backbone"] = dict(config["backbone"])
+    config["backbone"]["config"] = dict(config["backbone"]["config"], dtype="float32")
+    copy = MultitaskBert.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -607,6 +607,18 @@ class MultitaskTrainer:
         _write_raw_outputs(pred_dir / "dev-outputs.npz",
                            {t: (self.dev_batches[t].data.ids, raw[t]) for t in raw})
 
+    def _read_dev_outputs(self, path):
+        """{task: raw outputs} from the best epoch's dev-outputs.npz, None if unusable."""
+        try:
+            with np.load(path) as arrays:
+                raw = {t: arrays[f"{t}_outputs"] for t in self.eval_tasks}
+                same_ids = all(arrays[f"{t}_ids"].tolist() == list(self.dev_batches[t].data.ids)
+                               for t in self.eval_tasks)
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning("%s: unreadable (%s); scoring dev again", path, e)
+            return None
+        return raw if same_ids else None
+
     def _finish(self, state):
         """Restores the best epoch, writes predictions and the learning-curve plot."""
         from training.plots import plot_learning_curves
@@ -614,12 +626,18 @@ class MultitaskTrainer:
         self.model.load_weights(self.out / "best.keras")
         metrics = state["history"][state["best_epoch"] - 1]["dev"]
         pred_dir = self.out / "predictions"
-        if (state.get("dev_outputs_epoch") != state["best_epoch"]
-                or not (pred_dir / "dev-outputs.npz").is_file()):
-            # A run folder from before the dev outputs were kept per epoch.
+        raw = (self._read_dev_outputs(pred_dir / "dev-outputs.npz")
+               if state.get("dev_outputs_epoch") == state["best_epoch"] else None)
+        if raw is None:
+            # A run folder from before the dev outputs were kept per epoch,
+            # or a damaged one: score dev again.
             raw = {}
             metrics, predictions = self.evaluate(raw_outputs=raw)
-            self._write_dev_outputs(predictions, raw)
+        else:
+            predictions = {t: predicted_labels(t, raw[t]) for t in raw}
+        # Rewritten even when present: a resumed run redoes what a kill may
+        # have left half done.
+        self._write_dev_outputs(predictions, raw)
         test_raw = {}
         for task in self.eval_tasks:
             if not split_path(task, "test", self.data_dir).is_file():

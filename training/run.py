@@ -38,7 +38,7 @@ def build_parser():
     add("--out", default=None, help="run folder (default: runs/VARIANT)")
     add("--epochs", type=int, default=5, help="passes over every task's training data (5)")
     add("--batch-size", type=int, default=32, help="training examples per step (32)")
-    add("--eval-batch-size", type=int, default=64, help="examples per evaluation batch (64)")
+    add("--eval-batch-size", type=int, default=128, help="examples per evaluation batch (128)")
     add("--lr", type=float, default=None,
         help="peak encoder learning rate after warm-up (default: the variant's, 5e-5)")
     add("--head-lr", type=float, default=1e-3,

@@ -66,7 +66,7 @@ class TrainConfig:
     mode: str = "finetune"
     epochs: int = 5
     batch_size: int = 32
-    eval_batch_size: int = 64
+    eval_batch_size: int = 128
     lr: float = None
     head_lr: float = 1e-3
     max_length: int = 128
@@ -86,7 +86,7 @@ class TrainConfig:
     # Fields that may differ between a run and its resume.
     # (precision: the trainer checks the policy it resolved to instead.)
     RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile", "log_every",
-                         "precision")
+                         "precision", "eval_batch_size")
 
     def __post_init__(self):
         self.validate()
