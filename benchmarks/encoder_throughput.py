@@ -97,11 +97,11 @@ def train_fn(backbone, jit):
     return train_step
 
 
-def matmul_peak(size=2048, chain=4, repeats=3):
-    """Best fp32 GFLOP/s of `chain` dependent size^3 matmuls per call, graph and XLA."""
+def matmul_peak(size=2048, chain=4, repeats=3, dtype="float32"):
+    """Best GFLOP/s of `chain` dependent size^3 matmuls per call in `dtype`, graph and XLA."""
     rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size)).astype("float32"))
-    b = tf.constant((rng.standard_normal((size, size)) / np.sqrt(size)).astype("float32"))
+    a = tf.cast(rng.standard_normal((size, size)).astype("float32"), dtype)
+    b = tf.cast((rng.standard_normal((size, size)) / np.sqrt(size)).astype("float32"), dtype)
     flops = 2 * size ** 3 * chain
     results = {}
     for label, jit in (("graph", False), ("xla", True)):
@@ -134,7 +134,15 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (tracing/compiling) first")
     parser.add_argument("--modes", nargs="+", default=["graph", "xla"], choices=["graph", "xla"])
+    parser.add_argument("--kinds", nargs="+", default=["forward", "train"],
+                        choices=["forward", "train"])
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                        help="Keras dtype policy of the encoder (the peak is measured in its "
+                             "compute dtype)")
     args = parser.parse_args()
+    keras.mixed_precision.set_global_policy(args.precision)
+    peak_dtype = keras.mixed_precision.global_policy().compute_dtype
 
     t0 = time.perf_counter()
     backbone, _ = kerasbert.from_pretrained(args.model)
@@ -147,8 +155,8 @@ def main():
           f"batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps")
 
     load_before = os.getloadavg()[0]
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (2048^3, chained): graph {peak['graph']:.1f} GFLOP/s, "
+    peak = matmul_peak(dtype=peak_dtype)
+    print(f"{peak_dtype} matmul peak (2048^3, chained): graph {peak['graph']:.1f} GFLOP/s, "
           f"XLA {peak['xla']:.1f} GFLOP/s (1-min load average {load_before:.2f})", flush=True)
 
     rows = []
@@ -157,6 +165,8 @@ def main():
         fwd_flops = encoder_forward_flops(config, args.batch, seq_len)
         for kind, make, flops in (("forward", forward_fn, fwd_flops),
                                   ("train", train_fn, 3 * fwd_flops)):
+            if kind not in args.kinds:
+                continue
             for mode in args.modes:
                 fn = make(backbone, jit=(mode == "xla"))
                 start = time.perf_counter()
@@ -169,8 +179,8 @@ def main():
                 print(f"  done {kind:7s} {mode:5s} seq {seq_len}: {step * 1e3:.1f} ms/step", flush=True)
 
     load_after = os.getloadavg()[0]
-    peak_after = matmul_peak()
-    print(f"fp32 matmul peak again: graph {peak_after['graph']:.1f} GFLOP/s, "
+    peak_after = matmul_peak(dtype=peak_dtype)
+    print(f"{peak_dtype} matmul peak again: graph {peak_after['graph']:.1f} GFLOP/s, "
           f"XLA {peak_after['xla']:.1f} GFLOP/s (1-min load average {load_after:.2f})")
     peak_gflops = max(*peak.values(), *peak_after.values())
 
@@ -186,7 +196,7 @@ def main():
         print(f"{kind:8s} {mode:5s} {seq_len:4d} {ms:9.1f} {min_ms:8.1f} {tps:9.0f} "
               f"{gflops:8.1f} {100 * gflops / peak_gflops:6.1f}% "
               f"{100 * best_gflops / peak_gflops:6.1f}% {setup:9.1f}")
-    print(f"\npeak = {peak_gflops:.1f} GFLOP/s fp32 (best of graph/XLA chained 2048^3 matmul, "
+    print(f"\npeak = {peak_gflops:.1f} GFLOP/s {peak_dtype}, policy {args.precision} (best of graph/XLA chained 2048^3 matmul, "
           f"before and after). ms/step, tokens/s, GFLOP/s and % peak: median of {args.steps} "
           f"steps; best %: fastest step. Load average {load_before:.2f} -> {load_after:.2f} on "
           f"{os.cpu_count()} cores; total {time.perf_counter() - t0:.0f} s")

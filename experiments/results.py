@@ -138,6 +138,12 @@ def _command(args):
         recorded = RESULTS_DIR / args.name / "run.json"
         train_args = (json.loads(recorded.read_text())["args"] if recorded.is_file()
                       else ["--variant", args.name])
+        config = RESULTS_DIR / args.name / "config.json"
+        if (config.is_file() and "--precision" not in train_args
+                and "precision_used" not in json.loads(config.read_text())):
+            # Rows from before --precision trained in float32 (auto now picks
+            # bf16 where the CPU has it): retrain them as they were.
+            train_args = train_args + ["--precision", "float32"]
         out = Path(args.runs) / args.name
         code = run.main(train_args + ["--data-dir", str(resolve_data_dir(args.data_dir)),
                                       "--out", str(out)] + (["--resume"] if out.exists() else []))

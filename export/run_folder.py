@@ -121,8 +121,6 @@ def float32_model(model):
     is rebuilt from its config at float32 and given the same (float32)
     weights.
     """
-    import keras
-
     from kerasbert.multitask_bert import MultitaskBert
     if model.backbone.get_layer("embeddings").dtype_policy.name == "float32":
         return model

@@ -10,9 +10,10 @@ step under mixed_bfloat16 that was about a third of the op time
 into a loop or two, while the matmuls outside stay oneDNN's. Under a fully
 XLA-compiled step (GPU) the islands are simply inlined.
 
-The layers use these only while training (`training=True`): inference,
-export and TFLite conversion see the plain Keras ops, so exported graphs
-are unchanged. The maths is done in float32 whatever the compute dtype.
+The layers use these while training, and for inference only under a
+bf16/fp16 compute dtype (`use_fused`): float32 inference, the graph that
+exports and TFLite conversion see, stays the plain Keras ops. The maths is
+done in float32 whatever the compute dtype.
 
 Example:
 >>> import numpy as np, tensorflow as tf
@@ -29,9 +30,20 @@ _ENABLED = True
 
 
 def enabled():
-    """True when the layers fuse their training maths (TensorFlow backend, not switched off)."""
+    """True when the layers may use the fused kernels (TensorFlow backend, not switched off)."""
     import keras
     return _ENABLED and keras.backend.backend() == "tensorflow"
+
+
+def use_fused(layer, training):
+    """Whether `layer`'s call should take the fused path.
+
+    Training always does. Inference does under a bf16/fp16 compute dtype,
+    where TF's own half-precision GELU and LayerNorm kernels are slow (erfc
+    in bf16 was a fifth of a bf16 forward pass); a float32 inference graph,
+    the one exports convert, stays the plain Keras ops.
+    """
+    return enabled() and bool(training or layer.compute_dtype != "float32")
 
 
 def set_enabled(value):
@@ -71,17 +83,18 @@ def gelu(x):
     return _gelu_forward(x), lambda dy: _gelu_backward(x, dy)
 
 
-def dropout_seed(dropout_layer):
-    """A fresh int32 (2,) seed from a `keras.layers.Dropout`'s own generator.
+def dropout_rate_and_seed(dropout_layer, training):
+    """(rate, int32 (2,) seed) for a fused dropout standing in for `dropout_layer`.
 
-    Drawing from the layer's generator keeps the mask stream part of the
-    model's variables (checkpoints and resume restore it), as with Dropout.
+    Rate 0 when not training. The seed is drawn from the layer's own
+    generator, which keeps the mask stream part of the model's variables
+    (checkpoints and resume restore it), as with Dropout.
     """
     import keras
-    if not dropout_layer.rate:
-        return tf.zeros((2,), tf.int32)
-    return keras.random.randint((2,), 0, 2**31 - 1, seed=dropout_layer.seed_generator,
-                                dtype="int32")
+    if not (training and dropout_layer.rate):
+        return 0.0, tf.zeros((2,), tf.int32)
+    return float(dropout_layer.rate), keras.random.randint(
+        (2,), 0, 2**31 - 1, seed=dropout_layer.seed_generator, dtype="int32")
 
 
 def dropout_bits(shape, seed):

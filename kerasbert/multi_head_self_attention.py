@@ -81,8 +81,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # instead of a (B,N,T,T) one.
         q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B,N,T,T)
-        if training and fused_ops.enabled():
-            return self._attend(self._fused_probs(scores, padding_mask), v, batch, seq_len)
+        if fused_ops.use_fused(self, training):
+            return self._attend(self._fused_probs(scores, padding_mask, training), v, batch,
+                                seq_len)
         # Softmax in float32 so bf16/fp16 training stays stable and -1e9 fits.
         scores = ops.cast(scores, "float32")
         if padding_mask is not None:
@@ -94,16 +95,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         probs = self.dropout_layer(probs, training=training)
         return self._attend(probs, v, batch, seq_len)
 
-    def _fused_probs(self, scores, padding_mask):
-        # Mask, float32 softmax and dropout as one XLA kernel (training only).
+    def _fused_probs(self, scores, padding_mask, training):
+        # Mask, float32 softmax and dropout as one XLA kernel.
         if padding_mask is None:
             bias = ops.zeros((1, 1, 1, 1), "float32")
         else:
             keep = ops.expand_dims(ops.cast(padding_mask, "float32"), (1, 2))  # (B,T)->(B,1,1,T)
             bias = (1.0 - keep) * -1e9
-        return fused_ops.masked_softmax_dropout(
-            scores, bias, seed=fused_ops.dropout_seed(self.dropout_layer),
-            rate=float(self.dropout_layer.rate))
+        rate, seed = fused_ops.dropout_rate_and_seed(self.dropout_layer, training)
+        return fused_ops.masked_softmax_dropout(scores, bias, seed=seed, rate=rate)
 
     def _attend(self, probs, v, batch, seq_len):
         context = ops.matmul(probs, v)  # (B,N,T,D)

@@ -88,19 +88,19 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def call(self, x, padding_mask=None, training=None):
         attended = self.attention(x, padding_mask=padding_mask, training=training)
-        if training and self.fused:
-            # The same maths as below as two fused kernels each for the
-            # residual+LayerNorm pairs and GELU (kerasbert.fused_ops): ~30% of
-            # a CPU train step is this elementwise work when left unfused.
+        if fused_ops.use_fused(self, training):
+            # The same maths as below, as fused kernels (kerasbert.fused_ops):
+            # left unfused, this elementwise work was ~30% of a CPU train step.
             x = self._fused_residual(x, attended, self.attention_dropout_layer,
-                                     self.attention_layer_norm)
+                                     self.attention_layer_norm, training)
             ff = self.intermediate_dense(x)
             if self.activation == "gelu":
                 ff = fused_ops.gelu(ff)
             else:
                 ff = _ACTIVATIONS[self.activation](ff)
             ff = self.output_dense(ff)
-            return self._fused_residual(x, ff, self.output_dropout_layer, self.output_layer_norm)
+            return self._fused_residual(x, ff, self.output_dropout_layer,
+                                        self.output_layer_norm, training)
         attended = self.attention_dropout_layer(attended, training=training)
         x = self.attention_layer_norm(x + attended)
         ff = _ACTIVATIONS[self.activation](self.intermediate_dense(x))
@@ -108,15 +108,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         ff = self.output_dropout_layer(ff, training=training)
         return self.output_layer_norm(x + ff)
 
-    @property
-    def fused(self):
-        """Whether training steps use the fused kernels (TensorFlow backend only)."""
-        return fused_ops.enabled()
-
-    def _fused_residual(self, x, h, dropout_layer, layer_norm):
+    def _fused_residual(self, x, h, dropout_layer, layer_norm, training):
+        rate, seed = fused_ops.dropout_rate_and_seed(dropout_layer, training)
         return fused_ops.dropout_add_layer_norm(
-            x, h, layer_norm.gamma, layer_norm.beta, seed=fused_ops.dropout_seed(dropout_layer),
-            rate=float(dropout_layer.rate), epsilon=layer_norm.epsilon)
+            x, h, layer_norm.gamma, layer_norm.beta, seed=seed, rate=rate,
+            epsilon=layer_norm.epsilon)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return tuple(x_shape)

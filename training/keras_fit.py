@@ -17,6 +17,9 @@ each (the summed loss, i.e. "multitask" in the gradient sense).
   the single-task option (fit only the sentiment sub-model on SST).
 * `make_task_eval_dataset(dev, tokenizer)`: every dev example once, as
   `(x, y, weight)` for `Model.evaluate` (padding rows have weight 0).
+* Precision as in the custom loop (`--precision`): call
+  `training.precision.set_precision("auto")` (bf16 where the CPU or GPU has
+  it) before building the model; the heads stay float32.
 
 InfoNCE variants (`infonce`, `infonce_plus`) need the sentence vectors and
 in-batch negatives, not just the outputs: train those with

@@ -20,7 +20,7 @@ from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, se
                               task_metric)
 from training.non_finite_loss import NonFiniteLoss
 from training.pipelines import TaskBatches
-from training.precision import resolve_precision
+from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
@@ -140,7 +140,7 @@ class MultitaskTrainer:
         keras.utils.set_random_seed(cfg.seed)
         # Set every time, float32 included, so no policy leaks in from an
         # earlier model built in this process.
-        keras.mixed_precision.set_global_policy(self.precision.policy)
+        set_precision(self.precision.policy)
         logger.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
         with self.strategy.scope():
             backbone, self.tokenizer = kerasbert.from_pretrained(cfg.model, max_length=cfg.max_length)

@@ -81,3 +81,19 @@ def resolve_precision(setting, flags=None, gpus=None):
         if flag in flags:
             return PrecisionChoice("mixed_bfloat16", f"CPU has {flag}")
     return PrecisionChoice("float32", "CPU without avx512_bf16/amx_bf16 (bf16 would be emulated)")
+
+
+def set_precision(setting="auto"):
+    """Resolves `setting` and makes it Keras's global dtype policy; returns the `PrecisionChoice`.
+
+    Call it before building the model, as the trainer does; for `model.fit`
+    that is all there is to it (under `mixed_float16`, `Model.compile` wraps
+    the optimizer in a `LossScaleOptimizer` itself).
+
+    >>> set_precision("float32").policy
+    'float32'
+    """
+    import keras
+    choice = resolve_precision(setting)
+    keras.mixed_precision.set_global_policy(choice.policy)
+    return choice
