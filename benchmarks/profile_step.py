@@ -4,8 +4,8 @@ One MiniLM training step as the trainer runs it (sentiment task: forward,
 loss, backward, AdamW with global-norm clipping, batch 32 x seq 64), traced
 with `tf.profiler` for a few steps after warm-up, in each of the asked
 configurations (precision x fused kernels on/off). The trace's host-CPU
-kernel events (the `tf_Compute` threads, one per inter-op thread) are summed
-per group: the matmuls, the optimizer update, GELU, dropout, LayerNorm, the
+kernel events (the `tf_Compute` threads, one per inter-op thread; the
+executor's `Process` spans around them left out) are summed per group: the matmuls, the optimizer update, GELU, dropout, LayerNorm, the
 attention softmax, the fused XLA islands, casts, and the rest by op type.
 
     python benchmarks/profile_step.py                                   # bf16, fused off and on
@@ -54,7 +54,9 @@ _GROUPS = [
 def group_of(op_name, op_type):
     if "MatMul" in op_type or op_type.startswith("_MklFused"):
         return "matmuls (" + op_type + ")"
-    if op_type in ("_XlaRun", "XlaRun", "_XlaCompile", "XlaLaunch"):
+    if op_type in ("_XlaRun", "XlaRun", "_XlaCompile", "XlaLaunch", "Start", "Execute",
+                   "ExecuteAsyncOnStream"):
+        # XLA's runtime events of the fused kernels (nested: an upper bound).
         return "fused islands (XLA)"
     for group, pattern in _GROUPS:
         if re.search(pattern, op_name):
@@ -79,6 +81,8 @@ def op_breakdown(trace_dir, steps):
             if ":" not in name:  # executor bookkeeping, not a kernel
                 continue
             op_name, op_type = name.rsplit(":", 1)
+            if op_type == "Process":  # the executor's span around each kernel below
+                continue
             totals[group_of(op_name, op_type)] += event.duration_ps / 1e9 / steps
     return totals
 

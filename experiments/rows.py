@@ -60,6 +60,9 @@ def training_args(config):
     Example:
     >>> training_args({"variant": "bm", "epochs": 1, "tasks": ["sst"], "seed": 0})
     ['--variant', 'bm', '--epochs', '1', '--tasks', 'sst']
+    >>> training_args({"variant": "dps_mse", "epochs": 5, "precision": "auto",
+    ...                "precision_used": "mixed_bfloat16"})
+    ['--variant', 'dps_mse', '--epochs', '5', '--precision', 'mixed_bfloat16']
     """
     from training.run import build_parser, config_from_args
     from training.variants import get_variant
@@ -85,6 +88,9 @@ def training_args(config):
         if isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         args += [flag, str(value)]
+    if "precision_used" in config:
+        # The policy the run trained under, not `auto`, which resolves by machine.
+        args += ["--precision", config["precision_used"]]
     return args
 
 

@@ -42,6 +42,7 @@ def _train_main(args, capsys):
     (["--clip-norm", "0"], "--clip-norm must be positive, got 0.0"),
     (["--weight-decay=-0.1"], "--weight-decay must be a non-negative number, got -0.1"),
     (["--seed=-1"], "--seed must be a non-negative integer, got -1"),
+    (["--log-every", "0"], "--log-every must be at least 1, got 0"),
     (["--buckets", "16,x"], "--buckets must be 'auto' or comma-separated integers, got '16,x'"),
     (["--buckets", "2,16"], "--buckets must be 'auto' or lengths of at least 3, got (2, 16)"),
     (["--tasks", "sst,mnli"], "--tasks must be a comma-separated list of cfimdb, quora, sst, "

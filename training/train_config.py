@@ -143,6 +143,11 @@ class TrainConfig:
         need(self.mode in ("finetune", "frozen"), "--mode", "finetune or frozen", self.mode)
         need(self.sentiment_task in ("sst", "cfimdb"), "--task", "sst or cfimdb",
              self.sentiment_task)
+        from training.precision import PRECISIONS
+        need(self.precision in PRECISIONS, "--precision", f"one of {', '.join(PRECISIONS)}",
+             self.precision)
+        need(integer(self.log_every) and self.log_every >= 1, "--log-every", "at least 1",
+             self.log_every)
         jit = self.jit_compile
         need(isinstance(jit, bool) or isinstance(jit, str) and jit.lower() in (
             "auto", "on", "off", "true", "false"), "--jit", "auto, on or off", jit)
