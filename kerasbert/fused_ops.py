@@ -238,8 +238,8 @@ def masked_softmax_dropout(scores, bias, *, seed, rate):
     >>> s = tf.constant([[1.0, 2.0, 3.0]])
     >>> p = masked_softmax_dropout(s, tf.constant([0.0, 0.0, -1e9]), seed=tf.constant([0, 0]),
     ...                            rate=0.0)
-    >>> np.round(p.numpy(), 4).tolist()
-    [[0.2689, 0.7311, 0.0]]
+    >>> [round(float(v), 4) for v in p.numpy()[0]]
+    [0.2689, 0.7311, 0.0]
     """
     forward, backward = _softmax_island(rate)
     bias = tf.cast(bias, tf.float32)
