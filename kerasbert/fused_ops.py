@@ -5,7 +5,7 @@ mode (bf16 more so: XLA's CPU bf16 matmuls are 2-4x slower), but the
 elementwise work between them (GELU, dropout, residual add, LayerNorm) then
 runs as a dozen separate TF ops, each a pass over memory; in a MiniLM train
 step under mixed_bfloat16 that was about a third of the op time
-(results/benchmarks/train_step_profile.md). Here each such chain is one small
+(results/benchmarks/README.md, `benchmarks/profile_step.py`). Here each such chain is one small
 `jit_compile=True` function whose backward pass is another, so XLA fuses it
 into a loop or two, while the matmuls outside stay oneDNN's. Under a fully
 XLA-compiled step (GPU) the islands are simply inlined.
@@ -133,25 +133,38 @@ def _add_layer_norm(x, h, gamma, beta, bits, rate, epsilon):
 _ISLANDS = {}
 
 
-def _add_layer_norm_island(rate, epsilon):
-    # One pair of compiled functions per (rate, epsilon): both are Python
-    # constants that XLA folds in.
-    key = (float(rate), float(epsilon))
-    if key not in _ISLANDS:
-        def forward(x, h, gamma, beta, bits):
-            return _add_layer_norm(x, h, gamma, beta, bits, *key)
+def _island(maths, *constants, differentiable=1):
+    """(forward, backward) XLA-compiled functions of `maths(*args, *constants)`, cached.
 
-        def backward(x, h, gamma, beta, bits, dy):
-            # Recomputes the forward inside the same XLA program: cheaper
-            # than keeping the mask and the normalised values alive.
+    The constants (rate, epsilon) are Python numbers XLA folds in, one
+    compiled pair each. `backward(*args, dy)` recomputes the forward inside
+    its own XLA program, which is cheaper than keeping the mask and the
+    normalised values alive, and returns the gradients of the first
+    `differentiable` args.
+    """
+    key = (maths, constants)
+    if key not in _ISLANDS:
+        def forward(*args):
+            return maths(*args, *constants)
+
+        def backward(*args_and_dy):
+            *args, dy = args_and_dy
+            wrt = list(args[:differentiable])
             with tf.GradientTape() as tape:
-                tape.watch([x, h, gamma, beta])
-                y = forward(x, h, gamma, beta, bits)
-            return tape.gradient(y, [x, h, gamma, beta], output_gradients=dy)
+                tape.watch(wrt)
+                y = forward(*wrt, *args[differentiable:])
+            return tape.gradient(y, wrt, output_gradients=dy)
 
         _ISLANDS[key] = (tf.function(forward, jit_compile=True, reduce_retracing=True),
                          tf.function(backward, jit_compile=True, reduce_retracing=True))
     return _ISLANDS[key]
+
+
+def _mask_bits(shape, seed, rate):
+    """The dropout bits for `rate` (a scalar placeholder when nothing is dropped)."""
+    if rate > 0:
+        return dropout_bits(shape, tf.cast(seed, tf.int32))
+    return tf.zeros((), tf.uint16)
 
 
 def dropout_add_layer_norm(x, h, gamma, beta, *, seed, rate, epsilon):
@@ -177,9 +190,8 @@ def dropout_add_layer_norm(x, h, gamma, beta, *, seed, rate, epsilon):
     >>> np.allclose(y, keras.layers.LayerNormalization(epsilon=1e-12)(2 * x), atol=1e-5)
     True
     """
-    forward, backward = _add_layer_norm_island(rate, epsilon)
-    bits = (dropout_bits(tf.shape(h), tf.cast(seed, tf.int32)) if rate > 0
-            else tf.zeros((), tf.uint16))
+    forward, backward = _island(_add_layer_norm, float(rate), float(epsilon), differentiable=4)
+    bits = _mask_bits(tf.shape(h), seed, rate)
 
     @tf.custom_gradient
     def fused(x, h, gamma, beta):
@@ -197,27 +209,6 @@ def _softmax_dropout(scores, bias, bits, rate):
         threshold, scale = _keep_threshold(rate)
         probs = tf.where(tf.cast(bits, tf.int32) >= threshold, probs * scale, 0.0)
     return tf.cast(probs, scores.dtype)
-
-
-_SOFTMAX_ISLANDS = {}
-
-
-def _softmax_island(rate):
-    key = float(rate)
-    if key not in _SOFTMAX_ISLANDS:
-        def forward(scores, bias, bits):
-            return _softmax_dropout(scores, bias, bits, key)
-
-        def backward(scores, bias, bits, dy):
-            with tf.GradientTape() as tape:
-                tape.watch(scores)
-                y = forward(scores, bias, bits)
-            return tape.gradient(y, scores, output_gradients=dy)
-
-        _SOFTMAX_ISLANDS[key] = (
-            tf.function(forward, jit_compile=True, reduce_retracing=True),
-            tf.function(backward, jit_compile=True, reduce_retracing=True))
-    return _SOFTMAX_ISLANDS[key]
 
 
 def masked_softmax_dropout(scores, bias, *, seed, rate):
@@ -241,13 +232,12 @@ def masked_softmax_dropout(scores, bias, *, seed, rate):
     >>> [round(float(v), 4) for v in p.numpy()[0]]
     [0.2689, 0.7311, 0.0]
     """
-    forward, backward = _softmax_island(rate)
+    forward, backward = _island(_softmax_dropout, float(rate))
     bias = tf.cast(bias, tf.float32)
-    bits = (dropout_bits(tf.shape(scores), tf.cast(seed, tf.int32)) if rate > 0
-            else tf.zeros((), tf.uint16))
+    bits = _mask_bits(tf.shape(scores), seed, rate)
 
     @tf.custom_gradient
     def fused(scores):
-        return forward(scores, bias, bits), lambda dy: backward(scores, bias, bits, dy)
+        return forward(scores, bias, bits), lambda dy: backward(scores, bias, bits, dy)[0]
 
     return fused(scores)

@@ -87,21 +87,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # Softmax in float32 so bf16/fp16 training stays stable and -1e9 fits.
         scores = ops.cast(scores, "float32")
         if padding_mask is not None:
-            # expand_dims, not [:, None, None, :]: TFLite cannot lower a new-axis
-            # strided slice when both B and T are dynamic (length-trimmed export).
-            keep = ops.expand_dims(ops.cast(padding_mask, "float32"), (1, 2))  # (B,T)->(B,1,1,T)
-            scores = scores + (1.0 - keep) * -1e9
+            scores = scores + _additive_mask(padding_mask)
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         probs = self.dropout_layer(probs, training=training)
         return self._attend(probs, v, batch, seq_len)
 
     def _fused_probs(self, scores, padding_mask, training):
         # Mask, float32 softmax and dropout as one XLA kernel.
-        if padding_mask is None:
-            bias = ops.zeros((1, 1, 1, 1), "float32")
-        else:
-            keep = ops.expand_dims(ops.cast(padding_mask, "float32"), (1, 2))  # (B,T)->(B,1,1,T)
-            bias = (1.0 - keep) * -1e9
+        bias = (ops.zeros((1, 1, 1, 1), "float32") if padding_mask is None
+                else _additive_mask(padding_mask))
         rate, seed = fused_ops.dropout_rate_and_seed(self.dropout_layer, training)
         return fused_ops.masked_softmax_dropout(scores, bias, seed=seed, rate=rate)
 
@@ -119,3 +113,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
                       dropout=self.dropout)
         return config
+
+
+def _additive_mask(padding_mask):
+    """(B,T) 1/0 mask -> (B,1,1,T) float32: 0 for real keys, -1e9 for padding."""
+    # expand_dims, not [:, None, None, :]: TFLite cannot lower a new-axis
+    # strided slice when both B and T are dynamic (length-trimmed export).
+    keep = ops.expand_dims(ops.cast(padding_mask, "float32"), (1, 2))  # (B,T)->(B,1,1,T)
+    return (1.0 - keep) * -1e9

@@ -449,7 +449,8 @@ class MultitaskTrainer:
         config_path = self.out / "config.json"
         if config_path.is_file():
             try:
-                saved = TrainConfig.from_dict(json.loads(config_path.read_bytes()))
+                record = json.loads(config_path.read_bytes())
+                saved = TrainConfig.from_dict(record)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{config_path}: unreadable run settings ({e}); choose "
                                  "another --out") from e
@@ -459,20 +460,19 @@ class MultitaskTrainer:
                     raise ValueError(
                         f"{self.out} was started with other settings ({', '.join(changed)}); "
                         "resume with the same settings or use another --out")
-            elif any((self.out / CHECKPOINT_DIR / name).is_file()
-                     for name in (STATE_FILE, PREVIOUS_STATE_FILE)):
-                raise FileExistsError(
-                    f"{self.out} already holds a run; pass --resume to continue it or choose "
-                    "another --out")
-            if resume:
                 # `auto` may resolve differently on another machine: what
                 # counts is the policy the run trained under.
-                used = json.loads(config_path.read_bytes()).get("precision_used")
+                used = record.get("precision_used")
                 if used is not None and used != self.precision.policy:
                     raise ValueError(
                         f"{config_path}: the run trained under {used}, this machine resolves "
                         f"--precision {self.config.precision} to {self.precision.policy}; "
                         f"resume with --precision {used}")
+            elif any((self.out / CHECKPOINT_DIR / name).is_file()
+                     for name in (STATE_FILE, PREVIOUS_STATE_FILE)):
+                raise FileExistsError(
+                    f"{self.out} already holds a run; pass --resume to continue it or choose "
+                    "another --out")
 
     def _write_run_record(self):
         config_path = self.out / "config.json"
