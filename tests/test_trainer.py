@@ -397,7 +397,7 @@ def test_non_finite_loss_stops_before_saving(tiny_model_dir, tiny_data_dir, tmp_
                                              monkeypatch):
     import tensorflow as tf
 
-    from training import losses
+    from kerasbert import losses
     from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
 
     poison = tf.Variable(0.0)
@@ -479,7 +479,7 @@ def _mirrored_worker(model_dir, data_dir, out, result):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 
     from training.multitask_trainer import MultitaskTrainer
-    from training.task_schedule import task_schedule
+    from training.engine import task_schedule
 
     clip = 0.05
 

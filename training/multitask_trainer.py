@@ -14,7 +14,9 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 import kerasbert
-from training import losses
+from kerasbert.tasks import MULTITASK, get_task
+from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
+                             train_step_function)
 from training.atomic_write import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
@@ -24,10 +26,8 @@ from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
-from training.task_schedule import task_schedule
 from training.train_config import TrainConfig
-from training.variants import TASK_OUTPUT, get_variant
-from training.warmup_linear_decay import WarmupLinearDecay
+from training.variants import get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class MultitaskTrainer:
         if sentiment not in SENTIMENT_CLASSES:
             raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
         self.train_tasks = trained_tasks(config, self.variant)
-        self.eval_tasks = (sentiment,) if self.variant.single_task else (sentiment, "quora", "sts")
+        self.eval_tasks = ((sentiment,) if self.variant.single_task
+                           else (sentiment,) + tuple(t for t in MULTITASK
+                                                     if get_task(t).output != "sentiment"))
         if config.mode not in ("finetune", "frozen"):
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
         self.lr = config.lr if config.lr is not None else self.variant.lr
@@ -152,7 +154,7 @@ class MultitaskTrainer:
             self.model = kerasbert.MultitaskBert(
                 backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],
                 **self.variant.model_kwargs())
-            if cfg.mode == "frozen" or self.variant.frozen_encoder:
+            if cfg.mode == "frozen":
                 backbone.trainable = False
 
         def batches(data, batch_size, buckets=self.buckets):
@@ -173,136 +175,22 @@ class MultitaskTrainer:
                                  f"make no batch of {cfg.batch_size}; lower --batch-size")
         self.steps_per_epoch = sum(self.batch_counts.values())
         total = self.steps_per_epoch * cfg.epochs
-        encoder_ids = {id(v) for v in self.model.backbone.trainable_variables}
-        encoder_vars = [v for v in self.model.trainable_variables if id(v) in encoder_ids]
-        head_vars = [v for v in self.model.trainable_variables if id(v) not in encoder_ids]
-
-        def adamw(peak):
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=WarmupLinearDecay(peak, int(cfg.warmup_ratio * total), total),
-                weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
-            # BERT's recipe: no decay on LayerNorm scales/offsets and biases.
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-            if self.precision.policy == "mixed_float16":
-                # float16 gradients underflow without a loss scale (bf16 has
-                # float32's exponent range and needs none).
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            return optimizer
-
         with self.strategy.scope():
-            # Two AdamWs: the pretrained encoder moves at `lr`, the freshly
-            # initialised heads at `head_lr`. Adam moves each weight by about
-            # its learning rate per step, so at 5e-5 a head bias needs
-            # thousands of steps to reach a useful offset.
-            self.optimizer = adamw(self.lr)
-            self.optimizer.build(encoder_vars)
-            self.head_optimizer = adamw(self.head_lr)
-            self.head_optimizer.build(head_vars)
+            self.optimizer = make_optimizer(
+                self.model, self.lr, self.head_lr, total_steps=total,
+                warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16")
         return self
 
     # ------------------------------------------------------------------ steps
-    def _task_loss(self, task, x, y):
-        # `_task_submodel` picks the sub-model; here only the loss on its output.
-        v = self.variant
-        out = self._task_submodel(task)(x, training=True)
-        if task in SENTIMENT_CLASSES:
-            return losses.sentiment_cross_entropy(out, y)
-        if task == "quora":
-            if v.quora_positives:
-                return (losses.binary_cross_entropy_logits(out["paraphrase"], y)
-                        + losses.info_nce(out["a"], out["b"], y > 0.5, v.infonce_temperature))
-            return losses.binary_cross_entropy_logits(out, y)
-        if v.similarity_loss == "infonce":
-            loss = losses.info_nce(out["a"], out["b"], y >= v.infonce_positive_threshold,
-                                   v.infonce_temperature)
-            if v.infonce_mse_weight:
-                loss += v.infonce_mse_weight * losses.similarity_mse(out["similarity"], y)
-            return loss
-        return losses.SIMILARITY_LOSSES[v.similarity_loss](out, y)
-
-    def _task_submodel(self, task):
-        v = self.variant
-        if task in SENTIMENT_CLASSES:
-            return self.model.task_model("sentiment")
-        if task == "quora":
-            return self.model.task_model("paraphrase_with_vectors" if v.quora_positives else "paraphrase")
-        if v.similarity_loss == "infonce":
-            return self.model.task_model("similarity_with_vectors")
-        return self.model.task_model("similarity")
-
     def _train_step(self, task):
-        if task in self._steps:
-            return self._steps[task]
-        variables = self._task_submodel(task).trainable_variables
-        replicas = self.strategy.num_replicas_in_sync
-        jit = self.jit_compile
-
-        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-
-        def gradients(x, y):
-            with tf.GradientTape() as tape:
-                loss = self._task_loss(task, x, y)
-                # Each replica holds 1/replicas of the global batch; summing
-                # the replicas' gradients then gives the global-mean gradient.
-                scaled = loss / replicas
-                if loss_scaled:
-                    scaled = self.optimizer.scale_loss(scaled)
-            # Gradients only: a tf.function would return variables as tensors.
-            return loss, tape.gradient(scaled, variables)
-
-        encoder_ids = {id(w) for w in self.model.backbone.trainable_variables}
-
-        def apply(grads, summed=False):
-            # Variables the task does not reach (the tanh pooler under mean
-            # pooling, say) get no gradient; leave them out of the update.
-            pairs = [(g, w) for g, w in zip(grads, variables) if g is not None]
-            for optimizer, in_encoder in ((self.optimizer, True), (self.head_optimizer, False)):
-                group = [(g, w) for g, w in pairs if (id(w) in encoder_ids) == in_encoder]
-                if not group:
-                    continue
-                group_grads = [g for g, _ in group]
-                if loss_scaled and not in_encoder:
-                    # The tape scaled by the encoder optimizer's loss scale;
-                    # the head optimizer unscales by its own.
-                    ratio = self.head_optimizer.dynamic_scale / self.optimizer.dynamic_scale
-                    group_grads = [_scale(g, ratio) for g in group_grads]
-                if summed:
-                    # Mirrored: Keras clips by global norm before its own
-                    # all-reduce, i.e. each replica's part, which is not the
-                    # one-device update. Clip the all-reduced (global)
-                    # gradient here, as one device would, and hand Keras
-                    # equal shares of it, which its all-reduce sums back.
-                    if optimizer.global_clipnorm:
-                        group_grads, _ = tf.clip_by_global_norm(group_grads,
-                                                                optimizer.global_clipnorm)
-                    group_grads = [_scale(g, 1.0 / replicas) for g in group_grads]
-                optimizer.apply(group_grads, [w for _, w in group])
-
-        if replicas == 1:
-            def step(x, y):
-                loss, grads = gradients(x, y)
-                apply(grads)
-                return loss
-            # One trace with a generic length; XLA still compiles one program
-            # per concrete bucket shape, which is the few the buckets allow.
-            fn = tf.function(step, jit_compile=jit, reduce_retracing=True)
-        else:
-            compiled = tf.function(gradients, jit_compile=jit, reduce_retracing=True)
-
-            @tf.function(reduce_retracing=True)
-            def fn(x, y):
-                def replica_step(x, y):
-                    loss, grads = compiled(x, y)
-                    # One all-reduce more than Keras' own: see `apply`.
-                    total = iter(tf.distribute.get_replica_context().all_reduce(
-                        "SUM", [g for g in grads if g is not None]))
-                    apply([None if g is None else next(total) for g in grads], summed=True)
-                    return loss
-                per_replica = self.strategy.run(replica_step, args=(x, y))
-                return self.strategy.reduce("MEAN", per_replica, axis=None)
-
-        self._steps[task] = fn
-        return fn
+        """The compiled step of `task`: `(x, y) -> loss`, one update of `self.optimizer`."""
+        if task not in self._steps:
+            output = get_task(task).output
+            step = train_step_function(self.model, self.optimizer, self.variant.task_losses(),
+                                       jit_compile=self.jit_compile, strategy=self.strategy)
+            self._steps[task] = lambda x, y: step({output: x}, {output: y})[output]
+        return self._steps[task]
 
     def _distribute(self, x, y):
         replicas = self.strategy.num_replicas_in_sync
@@ -318,7 +206,7 @@ class MultitaskTrainer:
     # -------------------------------------------------------------- evaluate
     def _predictor(self, task):
         if task not in self._predictors:
-            submodel = self.model.task_model(TASK_OUTPUT[task])
+            submodel = self.model.task_model(get_task(task).output)
             self._predictors[task] = tf.function(
                 lambda x: submodel(x, training=False), jit_compile=self.jit_compile,
                 reduce_retracing=True)
@@ -360,9 +248,8 @@ class MultitaskTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"step-{state['global_step']:08d}.npz"
         arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
-        for prefix, optimizer in (("optimizer", self.optimizer), ("head_optimizer", self.head_optimizer)):
-            arrays.update({f"{prefix}_{i}": np.asarray(v.numpy())
-                           for i, v in enumerate(optimizer.variables)})
+        arrays.update({f"optimizer_{i}": np.asarray(v.numpy())
+                       for i, v in enumerate(self.optimizer.variables)})
         atomic_write(folder / name, lambda f: np.savez(f, **arrays))
         # The state file names the arrays file and is replaced last, so a kill
         # at any point leaves a state that points at a complete checkpoint.
@@ -421,13 +308,16 @@ class MultitaskTrainer:
         if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
             raise ValueError(f"{state_path}: not a checkpoint state (needs keys {list(_STATE_KEYS)})")
         arrays_path = state_path.parent / str(state["arrays"])
-        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables),
-                  ("head_optimizer", self.head_optimizer.variables))
+        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables))
         try:
             with np.load(arrays_path) as stored:
                 values = {key: stored[key] for key in stored.files}
         except Exception as e:  # noqa: BLE001  missing, truncated zip, bad member: all unusable
             raise ValueError(f"{arrays_path}: unreadable ({type(e).__name__}: {e})") from e
+        if "head_optimizer_0" in values:
+            raise ValueError(f"{arrays_path}: written by an older version (two optimizers, "
+                             "now one MultiOptimizer); it cannot be resumed. Start the run "
+                             "again in another --out")
         for prefix, variables in groups:
             count = sum(1 for k in values if k.startswith(prefix + "_"))
             if count != len(variables):
@@ -551,7 +441,8 @@ class MultitaskTrainer:
                         for task in sorted({t for t, _ in values}):
                             tf.summary.scalar(f"loss/{task}", np.mean(
                                 [v for t, v in values if t == task]))
-                        tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
+                        tf.summary.scalar("learning_rate",
+                                          float(encoder_learning_rate(self.optimizer)))
 
             for position in range(start, len(order)):
                 task = order[position]
@@ -665,13 +556,6 @@ class MultitaskTrainer:
                    if state["history"] else None}
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
-
-
-def _scale(gradient, factor):
-    """`gradient * factor` for a dense tensor or `tf.IndexedSlices` (embedding lookups)."""
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
-    return gradient * factor
 
 
 def _epoch_line(record, improved):

@@ -101,7 +101,8 @@ class TrainConfig:
         count, the folders) is checked by the trainer before it reads data.
         """
         from training.task_schedule import SCHEDULES
-        from training.variants import TASK_NAMES, VARIANTS
+        from kerasbert.tasks import TASKS
+        from training.variants import VARIANTS
 
         def need(ok, flag, rule, value):
             if not ok:
@@ -152,7 +153,7 @@ class TrainConfig:
         need(isinstance(jit, bool) or isinstance(jit, str) and jit.lower() in (
             "auto", "on", "off", "true", "false"), "--jit", "auto, on or off", jit)
         if self.tasks is not None:
-            known = set(TASK_NAMES) | {"cfimdb"}
+            known = set(TASKS)
             need(len(self.tasks) > 0 and set(self.tasks) <= known, "--tasks",
                  f"a comma-separated list of {', '.join(sorted(known))}", ",".join(self.tasks))
         if self.buckets is not None:
