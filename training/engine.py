@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-SCHEDULES = ("round_robin", "proportional")
+from training.train_config import SCHEDULES
+
 # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
 NO_DECAY = ("gamma", "beta", "bias")
 

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser():
-    from training.task_schedule import SCHEDULES
+    from training.train_config import SCHEDULES
     from training.variants import VARIANTS
 
     variants = "\n".join(f"  {v.name:<13} {v.description} [{v.paper}]" for v in VARIANTS.values())

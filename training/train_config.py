@@ -3,6 +3,10 @@
 import dataclasses
 import json
 
+# Task orders within an epoch (`training.engine.task_schedule`); here, where the
+# flags are checked, so that `--help` and a bad flag need no TensorFlow.
+SCHEDULES = ("round_robin", "proportional")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -100,7 +104,6 @@ class TrainConfig:
         lengths. What needs the model or the files (the model's position
         count, the folders) is checked by the trainer before it reads data.
         """
-        from training.task_schedule import SCHEDULES
         from kerasbert.tasks import TASKS
         from training.variants import VARIANTS
 
