@@ -17,7 +17,8 @@ import kerasbert
 from kerasbert.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
-from training.atomic_write import atomic_write, atomic_write_text
+from training import run_folder as rf
+from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
 from training.non_finite_loss import NonFiniteLoss
@@ -31,11 +32,7 @@ from training.variants import get_variant
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "latest.json"
-# The checkpoint before the latest: what --resume falls back to when the
-# latest is unreadable. Its arrays file is kept until a newer one is complete.
-PREVIOUS_STATE_FILE = "previous.json"
+CHECKPOINT_DIR, STATE_FILE, PREVIOUS_STATE_FILE = rf.CHECKPOINTS, rf.LATEST_STATE, rf.PREVIOUS_STATE
 _STATE_KEYS = ("epoch", "position", "global_step", "history", "best_score", "best_epoch",
                "loss_sums", "arrays")
 
@@ -336,7 +333,7 @@ class MultitaskTrainer:
     # ------------------------------------------------------------------ train
     def _check_run_folder(self, resume):
         """Refuses a resume with other settings, or a new run over a started one."""
-        config_path = self.out / "config.json"
+        config_path = self.out / rf.CONFIG
         if config_path.is_file():
             try:
                 record = json.loads(config_path.read_bytes())
@@ -365,7 +362,6 @@ class MultitaskTrainer:
                     "another --out")
 
     def _write_run_record(self):
-        config_path = self.out / "config.json"
         record = json.loads(self.config.to_json())
         # What export needs to rebuild the text pipeline without the training code.
         record.update(precision_used=self.precision.policy,
@@ -374,8 +370,8 @@ class MultitaskTrainer:
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
                       lr_used=self.lr, head_lr_used=self.head_lr,
                       variant_definition=self.variant.__dict__)
-        atomic_write_text(config_path, json.dumps(record, indent=2, default=list))
-        atomic_write(self.out / "vocab.txt", self.tokenizer.save_vocabulary, suffix=".txt")
+        rf.write_config(self.out, record)
+        atomic_write(self.out / rf.VOCAB, self.tokenizer.save_vocabulary, suffix=".txt")
 
     def train(self, resume=False, kill_after_steps=None):
         """Runs (or resumes) the whole training; returns the summary dict.
@@ -402,10 +398,9 @@ class MultitaskTrainer:
             print(f"no checkpoint in {self.out}; starting from scratch", file=sys.stderr)
         state = state or {"epoch": 0, "position": 0, "global_step": 0, "history": [],
                           "best_score": None, "best_epoch": None, "loss_sums": {}}
-        metrics_path = self.out / "metrics.jsonl"
         # Epochs finished after the checkpoint are redone: drop their lines.
-        _write_history(metrics_path, state["history"])
-        writer = tf.summary.create_file_writer(str(self.out / "tensorboard"))
+        rf.write_history(self.out, state["history"])
+        writer = tf.summary.create_file_writer(str(self.out / rf.TENSORBOARD))
         interactive = sys.stderr.isatty()
 
         for epoch in range(state["epoch"], cfg.epochs):
@@ -469,7 +464,7 @@ class MultitaskTrainer:
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
             state["history"].append(record)
-            _write_history(metrics_path, state["history"])
+            rf.write_history(self.out, state["history"])
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
@@ -477,7 +472,7 @@ class MultitaskTrainer:
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
-                atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
+                atomic_write(self.out / rf.BEST_MODEL, self.model.save, suffix=".keras")
                 # The best epoch's dev outputs, written now so the end of the
                 # run need not score dev a second time.
                 self._write_dev_outputs(predictions, raw)
@@ -489,13 +484,13 @@ class MultitaskTrainer:
         return self._finish(state)
 
     def _write_dev_outputs(self, predictions, raw):
-        pred_dir = self.out / "predictions"
+        pred_dir = self.out / rf.PREDICTIONS
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
         # Raw outputs keyed by id: ensembles of finished runs are scored (dev)
         # and predict (test) from these files without loading a model
         # (experiments.ensemble).
-        _write_raw_outputs(pred_dir / "dev-outputs.npz",
+        rf.write_raw_outputs(pred_dir / rf.DEV_OUTPUTS,
                            {t: (self.dev_batches[t].data.ids, raw[t]) for t in raw})
 
     def _read_dev_outputs(self, path):
@@ -514,10 +509,10 @@ class MultitaskTrainer:
         """Restores the best epoch, writes predictions and the learning-curve plot."""
         from training.plots import plot_learning_curves
 
-        self.model.load_weights(self.out / "best.keras")
+        self.model.load_weights(self.out / rf.BEST_MODEL)
         metrics = state["history"][state["best_epoch"] - 1]["dev"]
-        pred_dir = self.out / "predictions"
-        raw = (self._read_dev_outputs(pred_dir / "dev-outputs.npz")
+        pred_dir = self.out / rf.PREDICTIONS
+        raw = (self._read_dev_outputs(pred_dir / rf.DEV_OUTPUTS)
                if state.get("dev_outputs_epoch") == state["best_epoch"] else None)
         if raw is None:
             # A run folder from before the dev outputs were kept per epoch,
@@ -541,10 +536,10 @@ class MultitaskTrainer:
             write_predictions(pred_dir, task, "test", batches.data.ids,
                               predicted_labels(task, outputs))
         if test_raw:
-            _write_raw_outputs(pred_dir / "test-outputs.npz", test_raw)
+            rf.write_raw_outputs(pred_dir / rf.TEST_OUTPUTS, test_raw)
         else:  # none left from an earlier scoring against other test files
-            (pred_dir / "test-outputs.npz").unlink(missing_ok=True)
-        atomic_write(self.out / "learning_curves.png",
+            (pred_dir / rf.TEST_OUTPUTS).unlink(missing_ok=True)
+        atomic_write(self.out / rf.LEARNING_CURVES,
                      lambda path: plot_learning_curves(
                          state["history"], path,
                          title=f"{self.variant.name}: {self.variant.description}"),
@@ -554,7 +549,7 @@ class MultitaskTrainer:
                    "minutes_per_epoch": round(np.mean(
                        [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
                    if state["history"] else None}
-        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        rf.write_summary(self.out, summary)
         return summary
 
 
@@ -565,20 +560,6 @@ def _epoch_line(record, improved):
     mark = " (best so far)" if improved else ""
     return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
             f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
-
-
-def _write_raw_outputs(path, by_task):
-    """`{task}_ids` and `{task}_outputs` arrays from `{task: (ids, outputs)}`."""
-    arrays = {}
-    for task, (ids, outputs) in by_task.items():
-        arrays[f"{task}_ids"] = np.asarray(ids)
-        arrays[f"{task}_outputs"] = outputs
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def _write_history(path, history):
-    """metrics.jsonl, one line per finished epoch, replaced whole (never appended to)."""
-    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
 def _state_text_and_arrays(path):

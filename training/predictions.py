@@ -4,7 +4,7 @@ import csv
 import io
 from pathlib import Path
 
-from training.atomic_write import atomic_write_text
+from training.run_folder import atomic_write_text
 
 from kerasbert.tasks import get_task
 
