@@ -1,25 +1,8 @@
 """`MultitaskBert`: one shared BERT encoder, three CS224N task heads."""
 
 import keras
-from keras import ops
 
-from kerasbert.bert_backbone import BertBackbone
-from kerasbert.masked_mean_pooling import MaskedMeanPooling
-from kerasbert.pair_score import PairScore
-
-_INPUT_KEYS = ("token_ids", "segment_ids", "padding_mask")
-
-
-def sentence_inputs(prefix=None):
-    """A dict of three (B, T) int32 `keras.Input`s, as `BertTokenizer` returns.
-
-    Without a prefix the inputs are named like their keys, which is what a
-    model taking this dict at its top level wants.
-    """
-    return {k: keras.Input(shape=(None,), dtype="int32",
-                           name=f"{prefix}_{k}" if prefix else k)
-            for k in _INPUT_KEYS}
-
+from kerasbert.heads import Heads
 
 @keras.saving.register_keras_serializable(package="kerasbert")
 class MultitaskBert(keras.Model):
@@ -103,7 +86,7 @@ class MultitaskBert(keras.Model):
             projection_dim=projection_dim, shared_projection=shared_projection,
             paraphrase_logit_init=paraphrase_logit_init,
             num_sentiment_classes=num_sentiment_classes, dropout=dropout)
-        heads = _Heads(backbone, **settings)
+        heads = Heads(backbone, **settings)
         inputs, outputs, vectors = heads.multitask_graph()
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone
@@ -251,122 +234,3 @@ def _check_settings(**settings):
             raise ValueError(f"paraphrase_logit_init must be (scale, threshold), got {init!r}")
         settings["paraphrase_logit_init"] = init
     return settings
-
-
-class _Heads:
-    """The layers on top of the backbone, and the graphs they make.
-
-    Layer names are part of the saved-weights API. The heads compute in
-    float32 whatever the global policy: they are tiny, and scores, logits
-    and cosines are where bf16's 8-bit mantissa would show.
-    """
-
-    DTYPE = "float32"
-
-    def __init__(self, backbone, *, pair_encoding, pooling, paraphrase_head, similarity_head,
-                 similarity_output, projection_dim, shared_projection, paraphrase_logit_init,
-                 num_sentiment_classes, dropout):
-        self.backbone, self.pair_encoding, self.pooling = backbone, pair_encoding, pooling
-        self.head = {"paraphrase": paraphrase_head, "similarity": similarity_head}
-        self.similarity_output = similarity_output
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
-        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
-            units, kernel_initializer=init, name=name, dtype=self.DTYPE)
-        self.pooler = (MaskedMeanPooling(name="mean_pooling", dtype=self.DTYPE)
-                       if pooling == "mean" else None)
-        self.drop = keras.layers.Dropout(dropout, name="head_dropout", dtype=self.DTYPE)
-        self.sentiment_dense = dense(num_sentiment_classes, "sentiment_dense")
-        self.projections = {}
-        if projection_dim and pair_encoding == "bi":
-            shared = dense(projection_dim, "projection") if shared_projection else None
-            for task in ("paraphrase", "similarity"):
-                self.projections[task] = shared or dense(projection_dim, f"{task}_projection")
-        self.pair_dense = {"paraphrase": dense(1, "paraphrase_dense"),
-                           "similarity": dense(1, "similarity_dense")}
-        # Scalar affine on dot/cosine scores; starts as the identity unless
-        # the paraphrase logit is given a starting scale and threshold.
-        scale, threshold = paraphrase_logit_init or (1.0, 0.0)
-        self.affine = {
-            "paraphrase": keras.layers.Dense(
-                1, kernel_initializer=keras.initializers.Constant(scale),
-                bias_initializer=keras.initializers.Constant(-scale * threshold),
-                name="paraphrase_score_affine", dtype=self.DTYPE),
-            "similarity": keras.layers.Dense(1, kernel_initializer="ones",
-                                             name="similarity_score_affine", dtype=self.DTYPE),
-        }
-
-    def embed(self, inputs):
-        out = self.backbone(inputs)
-        if self.pooling == "pooled":
-            return out["pooled_output"]
-        if self.pooling == "cls":
-            return out["sequence_output"][:, 0, :]  # (B,T,H) -> (B,H)
-        return self.pooler(out["sequence_output"], inputs["padding_mask"])
-
-    def pair_vectors(self, task, pair):
-        u, v = self.drop(self.embed(pair["a"])), self.drop(self.embed(pair["b"]))
-        if task in self.projections:
-            u, v = self.projections[task](u), self.projections[task](v)
-        return u, v
-
-    def pair_raw(self, task, pair):
-        """(raw score, (u, v) or None): the vectors a dot/cosine head compared."""
-        head = self.head[task]
-        if self.pair_encoding == "cross":
-            return ops.squeeze(self.pair_dense[task](self.drop(self.embed(pair["pair"]))), -1), None
-        if head == "concat":
-            u, v = self.drop(self.embed(pair["a"])), self.drop(self.embed(pair["b"]))
-            return ops.squeeze(self.pair_dense[task](ops.concatenate([u, v], axis=-1)), -1), None
-        u, v = self.pair_vectors(task, pair)
-        score = PairScore(head, name=f"{task}_{head}", dtype="float32")(u, v)
-        if task == "paraphrase" or head == "dot":
-            # A learned scale and offset turn the raw score into a logit:
-            # without the offset every topically close pair (most Quora
-            # negatives) starts, and stays, "duplicate".
-            score = ops.squeeze(self.affine[task](score[:, None]), -1)
-        return score, (u, v)
-
-    def pair_inputs(self, task):
-        if self.pair_encoding == "cross":
-            return {"pair": sentence_inputs(f"{task}_pair")}
-        return {"a": sentence_inputs(f"{task}_a"), "b": sentence_inputs(f"{task}_b")}
-
-    def multitask_graph(self):
-        """(inputs, outputs, {task: compared vectors or None}) of the three tasks."""
-        identity = lambda name: keras.layers.Identity(name=name, dtype=self.DTYPE)  # noqa: E731
-        inputs = {"sentiment": sentence_inputs(), "paraphrase": self.pair_inputs("paraphrase"),
-                  "similarity": self.pair_inputs("similarity")}
-        outputs = {"sentiment": identity("sentiment")(
-            self.sentiment_dense(self.drop(self.embed(inputs["sentiment"]))))}
-        vectors = {}
-        raw, vectors["paraphrase"] = self.pair_raw("paraphrase", inputs["paraphrase"])
-        outputs["paraphrase"] = identity("paraphrase")(raw)
-        raw, vectors["similarity"] = self.pair_raw("similarity", inputs["similarity"])
-        if self.similarity_output == "sigmoid":
-            raw = 5.0 * ops.sigmoid(raw)
-        elif self.similarity_output == "relu":
-            raw = 5.0 * ops.relu(raw)
-        outputs["similarity"] = identity("similarity")(raw)
-        return inputs, outputs, vectors
-
-    def submodels(self, inputs, outputs, vectors):
-        """The per-task sub-models (see `MultitaskBert.task_model`)."""
-        submodels = {task: keras.Model(inputs[task], outputs[task], name=f"{task}_model")
-                     for task in ("sentiment", "paraphrase", "similarity")}
-        # Outputs plus the compared vectors, for contrastive losses on them.
-        for task in ("paraphrase", "similarity"):
-            if vectors[task] is not None:
-                submodels[f"{task}_with_vectors"] = keras.Model(
-                    inputs[task], {task: outputs[task], "a": vectors[task][0],
-                                   "b": vectors[task][1]}, name=f"{task}_with_vectors_model")
-        emb_in = sentence_inputs()
-        emb = self.embed(emb_in)
-        if "similarity" in self.projections:
-            emb = self.projections["similarity"](emb)
-        submodels["embedding"] = keras.Model(emb_in, emb, name="embedding_model")
-        if self.pair_encoding == "bi":
-            pe_in = self.pair_inputs("pair_embeddings")
-            u, v = self.pair_vectors("similarity", pe_in)
-            submodels["pair_embeddings"] = keras.Model(pe_in, {"a": u, "b": v},
-                                                       name="pair_embeddings_model")
-        return submodels

@@ -12,7 +12,7 @@ from training import keras_fit
 from kerasbert.losses import ThresholdedSimilarityBCE, thresholded_similarity_bce
 from training.engine import WarmupLinearDecay, make_optimizer
 from training.metrics import StreamingPearson
-from training.readers import PairData, SentenceData
+from training.examples import PairData, SentenceData
 from training.variants import get_variant
 
 SENTIMENT = ["awful", "bad", "okay", "good", "great"]  # label = index

@@ -46,7 +46,7 @@ from kerasbert.tasks import OUTPUTS, TASKS
 from training.engine import make_optimizer
 from training.metrics import StreamingPearson
 from training.pipelines import batch_fn, data_tensors, make_eval_dataset
-from training.readers import PairData, SentenceData
+from training.examples import PairData, SentenceData
 from training.train_config import TrainConfig
 from training.variants import Variant, get_variant
 

@@ -21,7 +21,6 @@ from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
-from training.non_finite_loss import NonFiniteLoss
 from training.pipelines import TaskBatches
 from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
@@ -35,6 +34,18 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR, STATE_FILE, PREVIOUS_STATE_FILE = rf.CHECKPOINTS, rf.LATEST_STATE, rf.PREVIOUS_STATE
 _STATE_KEYS = ("epoch", "position", "global_step", "history", "best_score", "best_epoch",
                "loss_sums", "arrays")
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or infinite; the run stopped before saving it.
+
+    `MultitaskTrainer.train` raises it naming the task, step and epoch, and where the
+    last good checkpoint is; `python -m training.run` prints that message and exits 2.
+
+    Example:
+    >>> isinstance(NonFiniteLoss("sst loss is nan at step 12 (epoch 1)"), RuntimeError)
+    True
+    """
 
 
 def default_strategy():
@@ -507,8 +518,6 @@ class MultitaskTrainer:
 
     def _finish(self, state):
         """Restores the best epoch, writes predictions and the learning-curve plot."""
-        from training.plots import plot_learning_curves
-
         self.model.load_weights(self.out / rf.BEST_MODEL)
         metrics = state["history"][state["best_epoch"] - 1]["dev"]
         pred_dir = self.out / rf.PREDICTIONS
@@ -540,7 +549,7 @@ class MultitaskTrainer:
         else:  # none left from an earlier scoring against other test files
             (pred_dir / rf.TEST_OUTPUTS).unlink(missing_ok=True)
         atomic_write(self.out / rf.LEARNING_CURVES,
-                     lambda path: plot_learning_curves(
+                     lambda path: _plot_learning_curves(
                          state["history"], path,
                          title=f"{self.variant.name}: {self.variant.description}"),
                      suffix=".png")
@@ -560,6 +569,32 @@ def _epoch_line(record, improved):
     mark = " (best so far)" if improved else ""
     return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
             f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
+
+def _plot_learning_curves(history, path, title=""):
+    """Per-task train loss and dev metrics per epoch, side by side, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [h["epoch"] for h in history]
+    for task in sorted({t for h in history for t in h["train_loss"]}):
+        left.plot(epochs, [h["train_loss"].get(task, float("nan")) for h in history],
+                  marker="o", label=task)
+    left.set(xlabel="epoch", ylabel="mean train loss", title="training loss")
+    left.legend()
+    for name in sorted({m for h in history for m in h["dev"]}):
+        right.plot(epochs, [h["dev"].get(name, float("nan")) for h in history],
+                   marker="o", label=name)
+    right.set(xlabel="epoch", ylabel="score", title="dev metrics")
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 
 
 def _state_text_and_arrays(path):

@@ -34,7 +34,7 @@ tensor listed is int32 unless said otherwise):
 
 Example:
 >>> from kerasbert.bert_tokenizer import BertTokenizer
->>> from training.readers import SentenceData
+>>> from training.examples import SentenceData
 >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film"])
 >>> data = SentenceData(["a", "b", "c"], ["good film", "bad", "good good bad film"],
 ...                     np.array([1, 0, 1], np.int32), "toy")
@@ -49,7 +49,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from training.readers import PairData, SentenceData
+from training.examples import PairData, SentenceData
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class TaskBatches:
 
     Example:
     >>> from kerasbert.bert_tokenizer import BertTokenizer
-    >>> from training.readers import PairData
+    >>> from training.examples import PairData
     >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "how", "old", "age"])
     >>> data = PairData(["p", "q"], ["how old", "age"], ["age", "how old"],
     ...                 np.array([1.0, 0.0], np.float32), "toy")

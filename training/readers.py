@@ -34,14 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-# The records the readers return, importable from here as before.
-from training.pair_data import PairData  # noqa: F401
-from training.sentence_data import SentenceData  # noqa: F401
-from training.skipped_row import SkippedRow  # noqa: F401
+from kerasbert.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
+from training.examples import PairData, SentenceData, SkippedRow
 
 logger = logging.getLogger(__name__)
-
-from kerasbert.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
 
 DATA_ENV_VAR = "KERASBERT_DATA"
 

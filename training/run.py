@@ -116,8 +116,6 @@ def main(argv=None):
     """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line."""
     from kerasbert_lite.error_line import error_line
 
-    from training.non_finite_loss import NonFiniteLoss
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow", "h5py"):
@@ -127,7 +125,11 @@ def main(argv=None):
         config = config_from_args(args)
         if args.kill_after_steps is not None and args.kill_after_steps < 1:
             raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
-        from training.multitask_trainer import MultitaskTrainer
+    except (OSError, ValueError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2
+    from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+    try:
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
     except (OSError, ValueError, NonFiniteLoss) as e:
