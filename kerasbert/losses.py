@@ -24,6 +24,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from kerasbert_lite.tasks import TASKS
+
 STS_THRESHOLD = 2.5  # the paper's thresholding: 0-2 -> 0, 3-5 -> 1
 _EPS = 1e-7
 
@@ -83,13 +85,14 @@ def info_nce(u, v, positive, temperature):
     return tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
-# The STS losses a recipe can name (`Variant.similarity_loss`); "infonce" is
-# contrastive, on the sentence vectors, so it is not a function of the score.
+# The STS losses that are functions of the score; "infonce", the table's third,
+# is contrastive, on the sentence vectors (`TaskLosses`).
 SIMILARITY_LOSSES = {
     "bce_threshold": thresholded_similarity_bce,
     "mse": similarity_mse,
 }
-SIMILARITY_LOSS_NAMES = tuple(SIMILARITY_LOSSES) + ("infonce",)
+SIMILARITY_LOSS_NAMES = TASKS["sts"].losses
+assert set(SIMILARITY_LOSS_NAMES) == set(SIMILARITY_LOSSES) | {"infonce"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -478,7 +478,7 @@ def _mirrored_worker(model_dir, data_dir, out, result):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 
-    from kerasbert.tasks import TASKS
+    from kerasbert_lite.tasks import TASKS
     from training.engine import task_schedule
     from training.multitask_trainer import MultitaskTrainer
 

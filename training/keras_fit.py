@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasbert.tasks import OUTPUTS, TASKS
+from kerasbert_lite.tasks import OUTPUTS, TASKS
 from training.engine import make_optimizer
 from training.metrics import StreamingPearson
 from training.pipelines import batch_fn, data_tensors, make_eval_dataset

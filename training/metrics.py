@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasbert.tasks import METRIC_NAMES, get_task  # noqa: F401
+from kerasbert_lite.tasks import METRIC_NAMES, get_task  # noqa: F401
 
 
 def predicted_labels(task, outputs):

@@ -14,7 +14,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 import kerasbert
-from kerasbert.tasks import MULTITASK, get_task
+from kerasbert.from_pretrained import DEFAULT_MODEL
+from kerasbert_lite.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
 from training import run_folder as rf
@@ -157,7 +158,7 @@ class MultitaskTrainer:
             positions = backbone.bert_config.max_sequence_length
             if cfg.max_length > positions:
                 raise ValueError(f"--max-length must be at most {positions} for "
-                                 f"{cfg.model or kerasbert.DEFAULT_MODEL} (its position "
+                                 f"{cfg.model or DEFAULT_MODEL} (its position "
                                  f"embeddings), got {cfg.max_length}")
             self.model = kerasbert.MultitaskBert(
                 backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from training.run_folder import atomic_write_text
 
-from kerasbert.tasks import get_task
+from kerasbert_lite.tasks import get_task
 
 
 def prediction_path(folder, task, split):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasbert.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
+from kerasbert_lite.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
 from training.examples import PairData, SentenceData, SkippedRow
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def load_split(task, split, data_dir):
     """Reads one task's split; "test" means the unlabeled test-student file.
 
     Args:
-        task: a `kerasbert.tasks.TASKS` name: "sst", "cfimdb", "quora" or "sts".
+        task: a `kerasbert_lite.tasks.TASKS` name: "sst", "cfimdb", "quora" or "sts".
         split: "train", "dev" or "test".
         data_dir: the folder holding the CS224N files (see `resolve_data_dir`).
 
@@ -255,7 +255,7 @@ def load_split(task, split, data_dir):
 
 
 def read_task(task, path, labeled=True):
-    """Reads `path` as the `kerasbert.tasks.Task` `task` says (columns, label kind)."""
+    """Reads `path` as the `kerasbert_lite.tasks.Task` `task` says (columns, label kind)."""
     if task.label == "class":
         parse = lambda text: _parse_class(text, task.num_classes)  # noqa: E731
     elif task.label == "binary":

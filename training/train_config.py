@@ -104,7 +104,7 @@ class TrainConfig:
         lengths. What needs the model or the files (the model's position
         count, the folders) is checked by the trainer before it reads data.
         """
-        from kerasbert.tasks import TASKS
+        from kerasbert_lite.tasks import TASKS
         from training.variants import VARIANTS
 
         def need(ok, flag, rule, value):

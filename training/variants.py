@@ -8,8 +8,7 @@ its dev scores is `experiments.tables.PAPER`, not part of a recipe.
 
 import dataclasses
 
-from kerasbert.losses import SIMILARITY_LOSS_NAMES, TaskLosses
-from kerasbert.tasks import MULTITASK, TASKS
+from kerasbert_lite.tasks import MULTITASK, TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Variant:
     single_task: bool = False
 
     def __post_init__(self):
-        if self.similarity_loss not in SIMILARITY_LOSS_NAMES:
+        if self.similarity_loss not in TASKS["sts"].losses:
             raise ValueError(f"{self.name}: unknown similarity_loss {self.similarity_loss!r}")
         unknown = set(self.tasks) - set(TASKS)
         if unknown:
@@ -85,6 +84,8 @@ class Variant:
 
     def task_losses(self):
         """The `kerasbert.losses.TaskLosses` this recipe trains with."""
+        from kerasbert.losses import TaskLosses  # TensorFlow: not for --help
+
         return TaskLosses(similarity=self.similarity_loss, temperature=self.infonce_temperature,
                           positive_threshold=self.infonce_positive_threshold,
                           quora_positives=self.quora_positives,

@@ -1,10 +1,14 @@
-"""The CS224N datasets as one table: files, columns, labels, outputs, metrics, predictions.
+"""The CS224N datasets as one table: files, columns, labels, outputs, losses, metrics, predictions.
 
 Everything that differs between SST, CFIMDB, Quora and STS is a field of its
-`Task` here; the readers, the variants, the training loop, `model.fit`,
-evaluation, prediction files and the results table read it. A new dataset
-is one more row (and, if its label is of a new kind, one more `label`
-case in `Task.predicted` / `Task.score`).
+`Task` here; the readers, the variants, the loss registry
+(`kerasbert.losses`), the training loop, `model.fit`, evaluation and
+prediction files read it. A new dataset is one more row (and, if its label
+is of a new kind, one more `label` case in `Task.predicted` / `Task.score`).
+
+It lives in the TensorFlow-free bottom layer so that what only needs the
+table (`python -m training.run --help`, flag checks, the results scripts)
+starts in a second, without TensorFlow.
 
 Example:
 >>> TASKS["sts"].file("test"), TASKS["sts"].output, TASKS["sts"].metric
@@ -39,6 +43,8 @@ class Task:
             `"score"` (float in `label_range`).
         num_classes: classes of a `"class"` label.
         label_range: (low, high) of a `"score"` label.
+        losses: the losses a recipe may train the task's output with
+            (`kerasbert.losses` implements each); the first is the default.
         metric: the dev metric's key, `{name}_acc` or `{name}_pearson`.
         prediction_stem, prediction_column: the CS224N prediction file
             `{prediction_stem}-{split}-output.csv` and its value column.
@@ -50,6 +56,7 @@ class Task:
     text_columns: tuple
     label_column: str
     label: str
+    losses: tuple
     metric: str
     prediction_stem: str
     prediction_column: str
@@ -95,7 +102,8 @@ class Task:
 
 
 _SENTENCE = dict(text_columns=("sentence",), label_column="sentiment", label="class",
-                 prediction_column="Predicted_Sentiment", output="sentiment")
+                 prediction_column="Predicted_Sentiment", output="sentiment",
+                 losses=("cross_entropy",))
 _PAIR = dict(text_columns=("sentence1", "sentence2"))
 
 TASKS = {t.name: t for t in (
@@ -104,10 +112,11 @@ TASKS = {t.name: t for t in (
     Task("cfimdb", file_stem="ids-cfimdb", metric="cfimdb_acc", prediction_stem="cfimdb",
          num_classes=2, **_SENTENCE),
     Task("quora", output="paraphrase", file_stem="quora", label_column="is_duplicate",
-         label="binary", metric="quora_acc", prediction_stem="para",
+         label="binary", losses=("bce", "bce_infonce"), metric="quora_acc", prediction_stem="para",
          prediction_column="Predicted_Is_Paraphrase", **_PAIR),
     Task("sts", output="similarity", file_stem="sts", label_column="similarity",
-         label="score", label_range=(0.0, 5.0), metric="sts_pearson", prediction_stem="sts",
+         label="score", label_range=(0.0, 5.0), losses=("bce_threshold", "mse", "infonce"),
+         metric="sts_pearson", prediction_stem="sts",
          prediction_column="Predicted_Similarity", **_PAIR),
 )}
 # The multitask benchmark's three datasets, one per output, in output order.
