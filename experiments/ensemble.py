@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from experiments.rows import RESULTS_DIR
+from kerasbert_lite.tasks import METRIC_NAMES, MULTITASK, get_task
 from training import run_folder as rf
 from training.metrics import overall_scores, predicted_labels, task_metric
 from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
 from training.run_folder import training_version
 
-TASKS = ("sst", "quora", "sts")
-METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+TASKS = MULTITASK
+METRIC = {t: METRIC_NAMES[t] for t in TASKS}
 
 
 def member_probabilities(row, ids, split="dev", tasks=TASKS):
@@ -61,10 +62,11 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
             raise ValueError(f"{row}: {len(missing)} {task} {split} ids have no output "
                              f"(e.g. {missing[0]})")
         values = raw[task][[position[i] for i in ids[task]]].astype(np.float64)
-        if task == "sst":
+        label = get_task(task).label
+        if label == "class":  # logits -> probabilities
             values = np.exp(values - values.max(-1, keepdims=True))
             values /= values.sum(-1, keepdims=True)
-        elif task == "quora":
+        elif label == "binary":  # a logit -> p
             values = 1.0 / (1.0 + np.exp(-values))
         out[task] = values
     return out
@@ -72,7 +74,7 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
 
 def ensemble_predictions(task, mean):
     """The CS224N predictions of an ensemble's mean probabilities / scores for `task`."""
-    if task == "quora":
+    if get_task(task).label == "binary":
         mean = np.log(mean) - np.log1p(-mean)  # back to a logit: > 0 iff p > 0.5
     return predicted_labels(task, mean)
 
@@ -137,7 +139,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
 
     ensemble = MultitaskEnsemble.from_runs(run_dirs)
     for task, test in _test_splits(pred_dir, data_dir).items():
-        pair = task != "sst"
+        pair = get_task(task).is_pair
         lengths = ([len(a) + len(b) for a, b in zip(test.texts_a, test.texts_b)] if pair
                    else [len(t) for t in test.texts])
         order = np.argsort(lengths, kind="stable")
@@ -147,8 +149,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
             if pair:
                 encodings, _ = ensemble._encode_text_pairs([test.texts_a[i] for i in index],
                                                            [test.texts_b[i] for i in index])
-                name = "paraphrase" if task == "quora" else "similarity"
-                values = getattr(ensemble, f"{name}_from_ids")(encodings).numpy()
+                values = getattr(ensemble, f"{get_task(task).output}_from_ids")(encodings).numpy()
             else:
                 encoding, _ = ensemble._encode_text([test.texts[i] for i in index])
                 values = ensemble.sentiment_from_ids(encoding).numpy()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasbert_lite.tasks import MULTITASK, get_task
 from training import run_folder as rf
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
@@ -305,7 +306,7 @@ def compare(run_dir, row, tolerance=1e-3):
     best = tuple(json.loads((f / rf.SUMMARY).read_text())["best_epoch"]
                  for f in (run_dir, row))
     labels, scores, row_ids = {}, {}, {}
-    for task in ("sst", "quora", "sts"):
+    for task in MULTITASK:
         paths = [prediction_path(f / rf.PREDICTIONS, task, "dev") for f in (run_dir, row)]
         if not all(path.is_file() for path in paths):
             continue
@@ -314,7 +315,7 @@ def compare(run_dir, row, tolerance=1e-3):
             raise ValueError(f"{paths[0]} and {paths[1]} predict different dev examples")
         row_ids[task] = list(theirs)
         a, b = np.array(list(mine.values())), np.array([theirs[i] for i in mine])
-        if task == "sts":
+        if get_task(task).label == "score":
             scores[task] = float(np.abs(a - b).max())
         else:
             labels[task] = float(np.mean(a == b))
