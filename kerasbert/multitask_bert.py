@@ -26,6 +26,11 @@ class MultitaskBert(keras.Model):
     dot/cosine heads, `"paraphrase_with_vectors"` / `"similarity_with_vectors"`
     (the task output plus the compared vectors, one encoder pass).
 
+    Training goes through `task_loss` / `task_gradients`, the losses of a
+    `kerasbert.losses.TaskLosses`: `fit` runs them in `train_step` after
+    `compile(task_losses=...)`, and the custom loop
+    (`training.engine.train_step_function`) calls the same two methods.
+
     Args:
         backbone: a `BertBackbone`.
         pair_encoding: `"bi"` or `"cross"`.
@@ -63,6 +68,15 @@ class MultitaskBert(keras.Model):
     ...              "similarity": {"a": s, "b": s}})
     >>> tuple(out["sentiment"].shape), tuple(out["similarity"].shape)
     ((2, 5), (2,))
+
+    Training (`compile(task_losses=...)`: each output by its loss, InfoNCE included):
+    >>> from kerasbert.losses import TaskLosses
+    >>> model.compile(optimizer="adam", task_losses=TaskLosses(similarity="infonce"))
+    >>> y = {"sentiment": np.array([0, 4]), "paraphrase": np.array([1.0, 0.0]),
+    ...      "similarity": np.array([5.0, 1.0])}
+    >>> x = {"sentiment": s, "paraphrase": {"a": s, "b": s}, "similarity": {"a": s, "b": s}}
+    >>> sorted(model.train_on_batch(x, y, return_dict=True))
+    ['loss', 'paraphrase_loss', 'sentiment_loss', 'similarity_loss']
     """
 
     def __init__(

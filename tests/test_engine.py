@@ -115,3 +115,26 @@ def test_first_step_losses_by_hand(batches):
     _, losses = custom_loop("infonce_plus", batches[:1])
     for output, value in expected.items():
         assert losses[0][output] == pytest.approx(value, rel=1e-4), output
+
+
+def test_a_checkpoint_of_the_two_optimizer_format_is_refused_clearly(tiny_model_dir,
+                                                                      tiny_data_dir, tmp_path):
+    """Before the one MultiOptimizer, checkpoints held `optimizer_*` and `head_optimizer_*`."""
+    import json
+
+    from tiny_setup import tiny_config
+    from training.multitask_trainer import MultitaskTrainer
+
+    trainer = MultitaskTrainer(tiny_config(tiny_model_dir, tiny_data_dir, tmp_path / "o")).setup()
+    folder = tmp_path / "o" / "checkpoints"
+    folder.mkdir(parents=True)
+    arrays = {f"model_{i}": v.numpy() for i, v in enumerate(trainer.model.variables)}
+    arrays.update({f"optimizer_{i}": np.zeros(1) for i in range(3)})
+    arrays.update({f"head_optimizer_{i}": np.zeros(1) for i in range(3)})
+    np.savez(folder / "step-00000003.npz", **arrays)
+    state = {"epoch": 0, "position": 3, "global_step": 3, "history": [], "best_score": None,
+             "best_epoch": None, "loss_sums": {}, "arrays": "step-00000003.npz"}
+    (folder / "latest.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"step-00000003\.npz: written by an older version "
+                                         r"\(two optimizers"):
+        trainer._read_checkpoint()
