@@ -42,11 +42,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasbert_lite.tasks import OUTPUTS, TASKS
+from kerasbert_lite.tasks import OUTPUTS, TASKS, tasks_of_output
 from training.engine import make_optimizer
+from training.examples import PairData, SentenceData
 from training.metrics import StreamingPearson
 from training.pipelines import batch_fn, data_tensors, make_eval_dataset
-from training.examples import PairData, SentenceData
 from training.train_config import TrainConfig
 from training.variants import Variant, get_variant
 
@@ -68,14 +68,16 @@ def _variant(variant):
 
 
 def task_metrics():
-    """`{output: [metrics]}`: accuracy for the classifiers, Pearson r and MAE for STS."""
-    return {
-        "sentiment": [keras.metrics.SparseCategoricalAccuracy(name="acc")],
+    """`{output: [metrics]}` by the label kind of the tasks it trains (`kerasbert_lite.tasks`):
+    accuracy for classes and binary logits, Pearson r and MAE for scores."""
+    by_label = {
+        "class": lambda: [keras.metrics.SparseCategoricalAccuracy(name="acc")],
         # The output is a logit: > 0 means p > 0.5.
-        "paraphrase": [keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
-        "similarity": [StreamingPearson(name="pearson"),
-                       keras.metrics.MeanAbsoluteError(name="mae")],
+        "binary": lambda: [keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
+        "score": lambda: [StreamingPearson(name="pearson"),
+                          keras.metrics.MeanAbsoluteError(name="mae")],
     }
+    return {output: by_label[tasks_of_output(output)[0].label]() for output in OUTPUTS}
 
 
 def _optimizer(model, variant, lr, head_lr, total_steps, variables=None):
