@@ -174,12 +174,14 @@ def encoder_learning_rate(optimizer):
     return sub_optimizers(optimizer)[0].learning_rate
 
 
-def train_step_function(model, optimizer, task_losses, *, jit_compile=False, strategy=None):
+def train_step_function(model, optimizer, task_losses, *, output=None, jit_compile=False,
+                        strategy=None):
     """`step(x, y) -> {output: loss}`: one compiled update, as `model.fit`'s.
 
-    `x`, `y` are dicts keyed by output (the custom loop passes one task per
-    step). On one device this is `MultitaskBert.task_gradients` then
-    `optimizer.apply`, the same two calls as `MultitaskBert.train_step`.
+    `x`, `y` are dicts keyed by output. With `output` given they are that
+    output's batch alone and the step returns its loss: the custom loop's
+    one task per step. On one device this is `MultitaskBert.task_gradients`
+    then `optimizer.apply`, the same two calls as `MultitaskBert.train_step`.
 
     Under a multi-replica `strategy` (Mirrored), Keras would clip each
     replica's part of the gradient before its all-reduce, which is not the
@@ -192,8 +194,10 @@ def train_step_function(model, optimizer, task_losses, *, jit_compile=False, str
     variables = model.trainable_variables
 
     def gradients(x, y):
+        if output is not None:
+            x, y = {output: x}, {output: y}
         _, parts, _, grads = model.task_gradients(x, y, task_losses, optimizer, replicas=replicas)
-        return parts, grads
+        return (parts if output is None else parts[output]), grads
 
     def apply(grads):
         # One task per step leaves the other heads without a gradient, by
@@ -233,7 +237,7 @@ def train_step_function(model, optimizer, task_losses, *, jit_compile=False, str
             apply(grads)
             return parts
         per_replica = strategy.run(replica_step, args=(x, y))
-        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), per_replica)
 
     return mirrored_step
 

@@ -195,10 +195,10 @@ class MultitaskTrainer:
     def _train_step(self, task):
         """The compiled step of `task`: `(x, y) -> loss`, one update of `self.optimizer`."""
         if task not in self._steps:
-            output = get_task(task).output
-            step = train_step_function(self.model, self.optimizer, self.variant.task_losses(),
-                                       jit_compile=self.jit_compile, strategy=self.strategy)
-            self._steps[task] = lambda x, y: step({output: x}, {output: y})[output]
+            self._steps[task] = train_step_function(
+                self.model, self.optimizer, self.variant.task_losses(),
+                output=get_task(task).output, jit_compile=self.jit_compile,
+                strategy=self.strategy)
         return self._steps[task]
 
     def _distribute(self, x, y):
