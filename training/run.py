@@ -127,6 +127,13 @@ def main(argv=None):
         config = config_from_args(args)
         if args.kill_after_steps is not None and args.kill_after_steps < 1:
             raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
+        # The data next, before TensorFlow starts or the encoder loads: a new
+        # user without the CS224N files learns where to get them in a second.
+        from training.data_files import missing_data_message
+        missing = missing_data_message(config)
+        if missing:
+            print(f"error: {missing}", file=sys.stderr)
+            return 2
         from training.multitask_trainer import MultitaskTrainer
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
