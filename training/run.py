@@ -12,8 +12,6 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def build_parser():
     from training.task_schedule import SCHEDULES
@@ -81,6 +79,8 @@ def build_parser():
     add("--resume", action="store_true",
         help="continue the run in --out from its last checkpoint (the step it reached); "
              "the result is the uninterrupted run's to float noise")
+    add("--verbose", action="store_true",
+        help="show TensorFlow's and absl's own log lines (hidden by default)")
     add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -121,7 +121,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         # Every flag is checked here, before TensorFlow starts or data is read.
         config = config_from_args(args)
@@ -146,4 +146,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()  # before TensorFlow loads; --verbose keeps its lines
     sys.exit(main())

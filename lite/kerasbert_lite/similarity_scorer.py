@@ -102,8 +102,12 @@ class SimilarityScorer:
                                  "has no similarity to score")
         return float(self.score_batch([text_a], [text_b])[0])
 
-    def score_batch(self, texts_a, texts_b, return_truncated=False):
+    def score_batch(self, texts_a, texts_b, return_truncated=False, progress=None):
         """0-5 scores of `(texts_a[i], texts_b[i])`; NaN where a side has no tokens.
+
+        Args:
+            progress: called with the number of texts done after each model call
+                (two per pair; e.g. a `kerasbert_lite.progress.Progress`'s `update`).
 
         Returns:
             float32 (N,), or `(scores, truncated)` with a bool (N,) array, True
@@ -113,18 +117,26 @@ class SimilarityScorer:
         if len(texts_a) != len(texts_b):
             raise ValueError(f"texts_a has {len(texts_a)} strings but texts_b has "
                              f"{len(texts_b)}")
-        scores, truncated = self._model_for("score").score(texts_a, texts_b, self.batch_size)
+        scores, truncated = self._model_for("score").score(texts_a, texts_b, self.batch_size,
+                                                           progress)
         return (scores, truncated) if return_truncated else scores
 
-    def embed(self, texts, return_truncated=False):
-        """Unit-length embeddings, (N, D) float32; NaN rows for texts with no tokens."""
-        emb, truncated = self._model_for("embed").embed(_as_strs(texts, "texts"), self.batch_size)
+    def embed(self, texts, return_truncated=False, progress=None):
+        """Unit-length embeddings, (N, D) float32; NaN rows for texts with no tokens.
+
+        `progress`, if given, is called with the number of texts done after each model call.
+        """
+        emb, truncated = self._model_for("embed").embed(_as_strs(texts, "texts"), self.batch_size,
+                                                        progress)
         return (emb, truncated) if return_truncated else emb
 
-    def sentiment(self, texts):
-        """(labels, probabilities): a label name per text (None if it has no tokens), (N, C)."""
+    def sentiment(self, texts, progress=None):
+        """(labels, probabilities): a label name per text (None if it has no tokens), (N, C).
+
+        `progress`, if given, is called with the number of texts done after each model call.
+        """
         model = self._model_for("sentiment")
-        probs, _ = model.sentiment(_as_strs(texts, "texts"), self.batch_size)
+        probs, _ = model.sentiment(_as_strs(texts, "texts"), self.batch_size, progress)
         labels = [None if np.isnan(p).any() else model.labels[int(np.argmax(p))] for p in probs]
         return labels, probs
 
@@ -190,7 +202,8 @@ class _Model:
 
     # ---- batched calls, in length order, results in input order ----
 
-    def _run(self, signature, feeds_for, n, sizes, batch_size, output):
+    def _run(self, signature, feeds_for, n, sizes, batch_size, output, progress=None,
+             per_item=1):
         order = np.argsort(sizes, kind="stable")
         out = None
         for start in range(0, n, batch_size):
@@ -199,6 +212,8 @@ class _Model:
             if out is None:
                 out = np.zeros((n,) + result.shape[1:], np.float32)
             out[idx] = result
+            if progress is not None:
+                progress(per_item * len(idx))
         return out
 
     def _encode(self, texts):
@@ -212,33 +227,34 @@ class _Model:
             return {"ids": ids, "mask": mask, "segment_ids": seg}
         return {"token_ids": ids, "padding_mask": mask, "segment_ids": seg}
 
-    def embed(self, texts, batch_size):
+    def embed(self, texts, batch_size, progress=None):
         enc, empty = self._encode(texts)
         signature, output = (self.signature, "embedding") if self.kind != "ids" else (
             "embed", "embedding")
         emb = self._run(signature, lambda idx: self._sentence_feed(enc, idx, self.kind != "ids"),
-                        len(texts), enc["lengths"], batch_size, output) if texts else \
+                        len(texts), enc["lengths"], batch_size, output, progress) if texts else \
             np.zeros((0, 0), np.float32)
         _warn_empty(empty, "text(s)", "embedding")
         emb[empty] = np.nan
         return emb, enc["truncated"]
 
-    def sentiment(self, texts, batch_size):
+    def sentiment(self, texts, batch_size, progress=None):
         enc, empty = self._encode(texts)
         signature = self.signature if self.kind != "ids" else "sentiment"
         probs = self._run(signature, lambda idx: self._sentence_feed(enc, idx, self.kind != "ids"),
-                          len(texts), enc["lengths"], batch_size, "probabilities") if texts else \
+                          len(texts), enc["lengths"], batch_size, "probabilities",
+                          progress) if texts else \
             np.zeros((0, len(self.labels)), np.float32)
         _warn_empty(empty, "text(s)", "sentiment")
         probs[empty] = np.nan
         return probs, enc["truncated"]
 
-    def score(self, texts_a, texts_b, batch_size):
+    def score(self, texts_a, texts_b, batch_size, progress=None):
         n = len(texts_a)
         if n == 0:
             return np.zeros(0, np.float32), np.zeros(0, bool)
         if self.kind == "embedder":
-            emb, truncated = self.embed(list(texts_a) + list(texts_b), batch_size)
+            emb, truncated = self.embed(list(texts_a) + list(texts_b), batch_size, progress)
             with np.errstate(invalid="ignore"):
                 cosine = np.sum(emb[:n] * emb[n:], axis=-1)
             scores = self.to_score(cosine).astype(np.float32)
@@ -254,7 +270,8 @@ class _Model:
             return {name: enc[name.split("_", 1)[0]][name.split("_", 1)[1]][idx]
                     for name in inputs}
         sizes = enc["a"]["lengths"] + enc["b"]["lengths"]
-        scores = self._run("similarity", feed, n, sizes, batch_size, "score")
+        scores = self._run("similarity", feed, n, sizes, batch_size, "score", progress,
+                           per_item=2)
         empty = (enc["a"]["lengths"] <= 2) | (enc["b"]["lengths"] <= 2)
         _warn_empty(empty, "pair(s) with an empty side", "similarity")
         scores[empty] = np.nan
