@@ -86,6 +86,7 @@ class SimilarityScorer:
                 return m
         have = sorted({t for m in self.models for t in m.tasks})
         hint = {"score": "embedder_*.tflite or model_ids_*.tflite",
+                "paraphrase": "model_ids_*.tflite",
                 "embed": "embedder_*.tflite or model_ids_*.tflite",
                 "sentiment": "sentiment_*.tflite or model_ids_*.tflite"}[task]
         raise ModelFileError(self.path, f"cannot {task} (it can: {', '.join(have) or 'nothing'}); "
@@ -120,6 +121,20 @@ class SimilarityScorer:
         scores, truncated = self._model_for("score").score(texts_a, texts_b, self.batch_size,
                                                            progress)
         return (scores, truncated) if return_truncated else scores
+
+    def paraphrase(self, texts_a, texts_b, progress=None):
+        """Probabilities that `(texts_a[i], texts_b[i])` are paraphrases, (N,) float32.
+
+        Needs the ids-in file (`model_ids_*.tflite`): the device files have no
+        paraphrase head. NaN where a side has no tokens.
+        """
+        texts_a, texts_b = _as_strs(texts_a, "texts_a"), _as_strs(texts_b, "texts_b")
+        if len(texts_a) != len(texts_b):
+            raise ValueError(f"texts_a has {len(texts_a)} strings but texts_b has "
+                             f"{len(texts_b)}")
+        probs, _ = self._model_for("paraphrase").pair_signature(
+            "paraphrase", "probability", texts_a, texts_b, self.batch_size, progress)
+        return probs
 
     def embed(self, texts, return_truncated=False, progress=None):
         """Unit-length embeddings, (N, D) float32; NaN rows for texts with no tokens.
@@ -198,7 +213,7 @@ class _Model:
         self.max_length = self.file.input_length("embed")
         self.labels = list(manifest.get("device", {}).get("sentiment", {}).get("labels") or [
             "very negative", "negative", "neutral", "positive", "very positive"])
-        self.tasks = ("score", "embed", "sentiment")
+        self.tasks = ("score", "paraphrase", "embed", "sentiment")
 
     # ---- batched calls, in length order, results in input order ----
 
@@ -259,8 +274,15 @@ class _Model:
                 cosine = np.sum(emb[:n] * emb[n:], axis=-1)
             scores = self.to_score(cosine).astype(np.float32)
             return scores, truncated[:n] | truncated[n:]
-        # ids-in file: the ensemble's own similarity signature, each input group as named.
-        inputs = self.file.signatures["similarity"]["inputs"]
+        return self.pair_signature("similarity", "score", texts_a, texts_b, batch_size, progress)
+
+    def pair_signature(self, signature, output, texts_a, texts_b, batch_size, progress=None):
+        """An ids-in file's pair signature (similarity, paraphrase): (values, truncated)."""
+        n = len(texts_a)
+        if n == 0:
+            return np.zeros(0, np.float32), np.zeros(0, bool)
+        # The ensemble's own signature, each input group as named.
+        inputs = self.file.signatures[signature]["inputs"]
         enc = {"a": self.tokenizer.encode(texts_a, self.max_length),
                "b": self.tokenizer.encode(texts_b, self.max_length)}
         if any(name.startswith("pair_") for name in inputs):
@@ -270,10 +292,10 @@ class _Model:
             return {name: enc[name.split("_", 1)[0]][name.split("_", 1)[1]][idx]
                     for name in inputs}
         sizes = enc["a"]["lengths"] + enc["b"]["lengths"]
-        scores = self._run("similarity", feed, n, sizes, batch_size, "score", progress,
+        scores = self._run(signature, feed, n, sizes, batch_size, output, progress,
                            per_item=2)
         empty = (enc["a"]["lengths"] <= 2) | (enc["b"]["lengths"] <= 2)
-        _warn_empty(empty, "pair(s) with an empty side", "similarity")
+        _warn_empty(empty, "pair(s) with an empty side", signature)
         scores[empty] = np.nan
         truncated = enc["a"]["truncated"] | enc["b"]["truncated"]
         if "pair" in enc:
