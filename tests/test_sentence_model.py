@@ -30,7 +30,7 @@ def _read_tsv(path, columns):
 def trained(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     """{"dps_mse": run folder, "cross": run folder}: one-epoch tiny runs."""
     base = tmp_path_factory.mktemp("sentence_runs")
-    out = {}
+    out = {"stdout": {}}
     for variant in ("dps_mse", "cross"):
         out[variant] = base / variant
         done = subprocess.run(
@@ -40,7 +40,20 @@ def trained(tiny_model_dir, tiny_data_dir, tmp_path_factory):
             cwd=REPO, capture_output=True, text=True, timeout=600,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         assert done.returncode == 0, done.stderr[-3000:]
+        out["stdout"][variant] = done.stdout
     return out
+
+
+def test_a_run_ends_with_a_table(trained):
+    import json
+
+    summary = json.loads((trained["dps_mse"] / "summary.json").read_text())
+    lines = trained["stdout"]["dps_mse"].splitlines()
+    assert lines[0].startswith("dps_mse: best epoch 1 of 1 (")
+    assert lines[1] == f"  SST accuracy       {summary['best']['sst_acc']:.3f}"
+    assert lines[3] == f"  STS Pearson r      {summary['best']['sts_pearson']:.3f}"
+    assert lines[5] == f"{trained['dps_mse'].as_posix()}/"
+    assert "predictions/" in lines[7]
 
 
 def _dev_outputs(run, task, ids):

@@ -79,6 +79,8 @@ def build_parser():
     add("--resume", action="store_true",
         help="continue the run in --out from its last checkpoint (the step it reached); "
              "the result is the uninterrupted run's to float noise")
+    add("--json", action="store_true",
+        help="end with summary.json's content instead of the table (for scripts)")
     add("--verbose", action="store_true",
         help="show TensorFlow's and absl's own log lines (hidden by default)")
     add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -140,8 +142,11 @@ def main(argv=None):
     except (OSError, ValueError, NonFiniteLoss) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {config.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from training.run_summary import summary_table
+        print(summary_table(summary, config.out))
     return 0
 
 
