@@ -135,7 +135,7 @@ def test_bad_inputs(trained):
         SentenceModel.from_run(trained["dps_mse"] / "nowhere")
 
 
-def test_export_goes_through_the_tflite_scorer(export_dir, runs):
+def test_export_goes_through_the_tflite_scorer(export_dir, runs, capsys):
     from export import SentenceModel
     from test_export_fixtures import PAIRS, expected_outputs
 
@@ -154,7 +154,10 @@ def test_export_goes_through_the_tflite_scorer(export_dir, runs):
     with pytest.raises(ValueError, match="cross-encoder"):
         model.encode(a)
     int8 = SentenceModel.from_export(export_dir)  # the shipped int8 file
-    assert np.max(np.abs(int8.similarity(a, b) - model.similarity(a, b))) < 0.5
+    capsys.readouterr()
+    assert np.max(np.abs(int8.similarity(a, b, progress=True) - model.similarity(a, b))) < 0.5
+    bar = capsys.readouterr().err  # forced on: every text of every pair counted
+    assert "similarity" in bar and f"{2 * len(a)}/{2 * len(a)}" in bar
 
 
 REAL_RUN = Path(os.environ.get("KERASBERT_REAL_RUN", REPO / "runs" / "dps_mse_bf16"))
