@@ -2,6 +2,8 @@
 
 - `python -m export.run --runs runs/a runs/b --out exports/em` writes the
   export folder (see `export.exporter`) and verifies it;
+- `SentenceModel.from_run("runs/dps_mse")` / `.from_export("exports/em")`:
+  `encode`, `similarity`, `paraphrase`, `sentiment` on raw strings;
 - `SimilarityScorer("exports/em/model_int8.tflite").score("a", "b")` scores
   sentence pairs on the LiteRT runtime (`python -m export.score` on the
   command line).
@@ -15,6 +17,9 @@ def __getattr__(name):
     if name == "SimilarityScorer":
         from export.similarity_scorer import SimilarityScorer
         return SimilarityScorer
+    if name == "SentenceModel":
+        from export.sentence_model import SentenceModel
+        return SentenceModel
     if name == "MultitaskEnsemble":
         from export.multitask_ensemble import MultitaskEnsemble
         return MultitaskEnsemble
@@ -24,4 +29,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'export' has no attribute {name!r}")
 
 
-__all__ = ["SimilarityScorer", "MultitaskEnsemble", "ModelFileError"]
+__all__ = ["SentenceModel", "SimilarityScorer", "MultitaskEnsemble", "ModelFileError"]

@@ -36,6 +36,7 @@ from export.device_models import (DEVICE_KINDS, DEVICE_OUTPUTS, choose_embedder,
 from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
 from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.tflite_runtime import custom_op_names, file_size
+from kerasbert_lite.progress import Progress, bar_log
 from training.run_folder import atomic_write_text
 
 SAVED_MODEL_DIR = "saved_model"
@@ -105,16 +106,19 @@ def convert_tflite(converter, quantization=None, text_in=True):
     return converter.convert()
 
 
-def write_device_models(ensemble, out_dir, tmp, files, log=print):
+def write_device_models(ensemble, out_dir, tmp, files, log=print, done=None):
     """Writes the MediaPipe-ready files (`export.device_models`); returns the manifest entry.
 
     Adds each file to `files`. The embedder is skipped, with the reason in
-    the entry, when no member's cosine is its similarity score.
+    the entry, when no member's cosine is its similarity score. `done()`, if
+    given, is called after the scratch SavedModel and after each file.
     """
+    done = done or (lambda: None)
     embedder_member, why = choose_embedder(ensemble)
     endpoints = device_endpoints(ensemble, embedder_member)
     saved_model = tmp / "device_saved_model"
     write_saved_model(saved_model, endpoints)
+    done()
     vocabulary = ensemble.tokenizer.vocabulary
     entry = {"inputs": "token ids: int32 (1 or B, max_length) right-padded, named by the "
                        "TFLite metadata (MediaPipe's BERT convention)",
@@ -162,6 +166,7 @@ def write_device_models(ensemble, out_dir, tmp, files, log=print):
                            "output": DEVICE_OUTPUTS[model][0], "weights": quantization or "float32",
                            "custom_ops": [], "metadata": "MediaPipe BERT (vocab.txt packed"
                            + (", labels.txt)" if DEVICE_OUTPUTS[model][2] else ")")}
+            done()
             log(f"wrote {out_dir / name} ({len(data) / 2**20:.1f} MiB, inputs "
                 f"{input_order}, {time.perf_counter() - t:.1f}s)")
     return entry
@@ -215,19 +220,42 @@ def _export_ensemble(run_dirs, out_dir, max_length, verify, data_dir, float16, l
             name for name, *_ in DEVICE_KINDS.values()]:
         (out_dir / name).unlink(missing_ok=True)
 
+    kinds = [k for k in TFLITE_KINDS if float16 or k != "float16"]
+    # Minutes of conversion: one bar over the files (the two SavedModels, the
+    # TFLite kinds, the device files), the log lines printed above it.
+    with Progress(2 + len(kinds) + 1 + len(DEVICE_KINDS), "export", unit="file") as bar:
+        log = bar_log(bar, log)
+        manifest = _write_files(ensemble, out_dir, saved_model_dir, kinds, log, bar)
+    if verify:
+        from export.verification import verify_export
+        manifest["verification"] = verify_export(ensemble, out_dir, manifest["files"],
+                                                 data_dir=data_dir, log=log,
+                                                 device=manifest["device"],
+                                                 **(verify_kwargs or {}))
+    manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+    # The whole process's peak (Linux reports KiB): what a machine needs to run this export.
+    manifest["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    log(f"wrote {out_dir / MANIFEST} ({manifest['export_seconds']}s in all)")
+    return manifest
+
+
+def _write_files(ensemble, out_dir, saved_model_dir, kinds, log, bar):
+    """Writes the SavedModel, the TFLite and device files and vocab.txt; the manifest dict."""
     t = time.perf_counter()
     write_saved_model(saved_model_dir, ensemble.text_endpoints())
+    bar.update()
     log(f"wrote {saved_model_dir} ({time.perf_counter() - t:.1f}s)")
     shutil.copyfile(ensemble.runs[0].vocab_path, out_dir / VOCAB)
 
     files = {"saved_model": {"path": SAVED_MODEL_DIR}}
-    kinds = [k for k in TFLITE_KINDS if float16 or k != "float16"]
     with tempfile.TemporaryDirectory(prefix="kerasbert_ids_") as tmp:
         # The ids-in signatures live in a scratch SavedModel so the shipped
         # one stays strings-in only, and both TFLite kinds get the plain
         # signature names.
         ids_saved_model = Path(tmp) / "saved_model"
         write_saved_model(ids_saved_model, ensemble.ids_endpoints())
+        bar.update()
         converters = {}
         for kind in kinds:
             name, text_in, quantization = TFLITE_KINDS[kind]
@@ -248,9 +276,10 @@ def _export_ensemble(run_dirs, out_dir, max_length, verify, data_dir, float16, l
             files[kind] = {"path": name, "inputs": "text" if text_in else "token ids",
                            "weights": quantization or "float32", "custom_ops": custom,
                            "signatures": signature_io(flatbuffer)}
+            bar.update()
             log(f"wrote {out_dir / name} ({len(flatbuffer) / 2**20:.1f} MiB, "
                 f"{time.perf_counter() - t:.1f}s)")
-        device = write_device_models(ensemble, out_dir, Path(tmp), files, log)
+        device = write_device_models(ensemble, out_dir, Path(tmp), files, log, bar.update)
     files["vocab"] = {"path": VOCAB}
     for entry in files.values():
         entry["bytes"] = file_size(out_dir / entry["path"])
@@ -271,14 +300,4 @@ def _export_ensemble(run_dirs, out_dir, max_length, verify, data_dir, float16, l
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
     }
-    if verify:
-        from export.verification import verify_export
-        manifest["verification"] = verify_export(ensemble, out_dir, files, data_dir=data_dir,
-                                                 log=log, device=device,
-                                                 **(verify_kwargs or {}))
-    manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-    # The whole process's peak (Linux reports KiB): what a machine needs to run this export.
-    manifest["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
-    log(f"wrote {out_dir / MANIFEST} ({manifest['export_seconds']}s in all)")
     return manifest

@@ -10,10 +10,7 @@ Keras exceeds the tolerance, 2 on bad arguments or unusable run folders.
 """
 
 import argparse
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_args(argv=None):
@@ -40,6 +37,8 @@ def parse_args(argv=None):
                         help="dev examples per task for the int8 metric change (default 500)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="max |float export - Keras| allowed (default 1e-4)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's, the converter's and LiteRT's own log lines")
     args = parser.parse_args(argv)
     if args.max_length is not None and args.max_length < 3:
         parser.error(f"--max-length must be at least 3, got {args.max_length}")
@@ -82,4 +81,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()  # before TensorFlow loads; --verbose keeps its lines
     sys.exit(main())

@@ -11,10 +11,7 @@ LiteRT with tf-text's custom ops. Ids-in, embedder and sentiment files, and
 export folders, go to `kerasbert_lite.SimilarityScorer`.
 """
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def open_scorer(path, num_threads=None, batch_size=64):
@@ -47,4 +44,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()  # before TensorFlow loads; --verbose keeps its lines
     sys.exit(main())

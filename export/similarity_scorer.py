@@ -92,7 +92,7 @@ class SimilarityScorer:
                                  "has no similarity to score")
         return float(self.score_batch([text_a], [text_b])[0])
 
-    def score_batch(self, texts_a, texts_b, return_truncated=False):
+    def score_batch(self, texts_a, texts_b, return_truncated=False, progress=None):
         """Scores pairs `(texts_a[i], texts_b[i])`.
 
         Args:
@@ -100,6 +100,8 @@ class SimilarityScorer:
             return_truncated: also return a bool array, True where the pair
                 did not fit max_length and was cut (None if the model does
                 not report it).
+            progress: called with the number of texts done (two per pair)
+                after each model call, as kerasbert_lite's scorer does.
 
         Returns:
             float32 (N,) scores, or `(scores, truncated)`.
@@ -122,6 +124,8 @@ class SimilarityScorer:
             scores[idx] = np.reshape(out["score"], -1)
             if self._has_truncated:
                 truncated[idx] = np.reshape(out["truncated"], -1) != 0
+            if progress is not None:
+                progress(2 * len(idx))
         empty = np.array([not _WORDS.words(a.decode("utf-8")) or not _WORDS.words(
             b.decode("utf-8")) for a, b in zip(texts_a, texts_b)], bool)
         if empty.any():

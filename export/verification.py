@@ -20,6 +20,7 @@ import numpy as np
 
 from export.multitask_ensemble import SIGNATURES
 from export.tflite_runtime import load_interpreter
+from kerasbert_lite.progress import Progress, bar_log
 
 DEFAULT_TOLERANCE = 1e-4
 _PAIR_TASKS = ("paraphrase", "similarity")
@@ -197,12 +198,18 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
     # Float16 weights are not float32: reported, not held to the tolerance.
     held = ("saved_model", "tflite_float32", "tflite_ids_float32")
 
+    # One bar over every model call below: Keras, each float file, then float32 /
+    # int8 / ids-in int8 per task (the device files report on their own lines).
+    bar = Progress(len(SIGNATURES) * (1 + len(float_runners) + 3), "verify", unit="run")
+    log = bar_log(bar, log)
     parity = {name: {} for name in float_runners}
     for task in SIGNATURES:
         a, b = _task_args(samples, task, num_parity)
         reference = ensemble.reference(task, a, b)
+        bar.update()
         for name, run in float_runners.items():
             parity[name][task] = float(np.max(np.abs(run(task, a, b) - reference)))
+            bar.update()
     worst = max(parity[name][task] for name in held for task in SIGNATURES)
     passed = bool(worst <= tolerance)
     examples = {task: len(_task_args(samples, task, num_parity)[0]) for task in SIGNATURES}
@@ -222,6 +229,7 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
     for task in SIGNATURES:
         a, b = _task_args(samples, task)
         x, y = float_tfl(task, a, b), int8_tfl(task, a, b)
+        bar.update(2)
         max_diff[task] = float(np.max(np.abs(x - y)))
         if task == "embed":
             cos = _cosines(x, y)
@@ -237,6 +245,8 @@ def verify_export(ensemble, out_dir, files, data_dir=None, num_parity=64, num_me
         n = min(num_parity, len(a))
         ids_vs_text[task] = float(np.max(np.abs(
             ids_int8(task, a[:n], b[:n] if b is not None else None) - y[:n])))
+        bar.update()
+    bar.close()
     agreement = {k: v for k, v in agreement.items() if v is not None}
     int8_report.update(metrics=metrics, prediction_agreement=agreement,
                        max_abs_diff_vs_float32=max_diff, ids_int8_vs_text_int8=ids_vs_text)

@@ -13,6 +13,8 @@ from kerasbert.bert_backbone import BertBackbone  # noqa: E402
 
 
 from kerasbert.bert_tokenizer import BertTokenizer  # noqa: E402
+from kerasbert.bert_preprocessor import BertPreprocessor  # noqa: E402
+from kerasbert.text_model import text_model  # noqa: E402
 from kerasbert.from_pretrained import from_pretrained, save_pretrained  # noqa: E402
 __version__ = "0.1.0"
 from kerasbert.multitask_bert import MultitaskBert  # noqa: E402

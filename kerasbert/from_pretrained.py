@@ -60,7 +60,7 @@ def _download(repo_id):
     except ImportError as e:
         raise FileNotFoundError(
             f"{repo_id!r} is not a local folder, and huggingface_hub is not installed "
-            "to fetch it from the hub") from e
+            "to fetch it from the hub: pip install 'kerasbert[hub]' (or huggingface_hub)") from e
     try:
         return Path(snapshot_download(
             repo_id,
@@ -98,7 +98,12 @@ def read_checkpoint(folder, allow_pickle=False):
                     f"{path} is a pickle, and unpickling can run "
                     "arbitrary code. Convert it to model.safetensors, or pass "
                     "allow_pickle=True if you trust its source.")
-            import torch  # only for this opt-in path
+            try:
+                import torch  # only for this opt-in path
+            except ImportError as e:
+                raise ModelFileError(path, "reading a pytorch_model.bin needs PyTorch: pip "
+                                           "install torch (or convert it to model.safetensors)"
+                                     ) from e
             try:
                 # weights_only: tensors only; anything else is refused unrun.
                 state = torch.load(path, map_location="cpu", weights_only=True)

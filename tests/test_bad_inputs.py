@@ -59,14 +59,59 @@ def test_bad_flags_stop_before_anything_is_read(flags, message, tmp_path, capsys
     assert not out.exists()
 
 
-def test_out_below_a_file(tmp_path, capsys):
+def test_out_below_a_file(tmp_path, tiny_data_dir, capsys):
     # Was a NotADirectoryError traceback.
     (tmp_path / "a-file").write_text("")
     out = tmp_path / "a-file" / "sub"
-    code, err = _train_main(["--data-dir", str(tmp_path), "--out", str(out)], capsys)
+    code, err = _train_main(["--data-dir", str(tiny_data_dir), "--out", str(out)], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1] == (
         f"error: {out}: not a folder ({tmp_path / 'a-file'} is a file); choose another --out")
+
+
+def test_missing_data_stops_at_once_with_one_paragraph(tmp_path, tiny_data_dir, monkeypatch):
+    # A new user's first `make train` without the CS224N files: one paragraph naming the
+    # missing files, the folder, where the data come from and how to point at them; no
+    # traceback, and in a fresh process, before TensorFlow is imported.
+    import shutil
+    import time
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    (data / "sts-dev.csv").unlink()
+    (data / "quora-train.csv").unlink()
+    env = {k: v for k, v in os.environ.items() if k != "KERASBERT_DATA"}
+    code = ("import sys, training.run as r; c = r.main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules); sys.exit(c)")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code, "--data-dir", str(data),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == "False\n"  # stopped before TensorFlow
+    assert time.monotonic() - start < 10
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: the CS224N data are missing: quora-train.csv, sts-dev.csv "
+                           f"not found in {data} (from --data-dir). They come from the Stanford "
+                           "CS224N default final project's starter repository "
+                           "(minbert-default-final-project")
+    assert "data/ folder" in line
+    assert line.endswith("point at it with --data-dir /path/to/data, "
+                         "KERASBERT_DATA=/path/to/data, or `make train DATA=/path/to/data`.")
+    assert not (tmp_path / "out").exists()
+
+    # From $KERASBERT_DATA: the message says so; a single-task run needs only its own files.
+    monkeypatch.setenv("KERASBERT_DATA", str(tmp_path / "nowhere"))
+    from training.data_files import missing_data_message
+    from training.train_config import TrainConfig
+    message = missing_data_message(TrainConfig())
+    assert message.startswith(f"the CS224N data are missing: the data folder {tmp_path / 'nowhere'}"
+                              " (from KERASBERT_DATA) does not exist; it should hold "
+                              "ids-sst-train.csv, quora-train.csv, sts-train.csv, "
+                              "ids-sst-dev.csv, quora-dev.csv, sts-dev.csv.")
+    assert missing_data_message(TrainConfig(variant="classifier", data_dir=str(data))) is None
+    monkeypatch.delenv("KERASBERT_DATA")
+    assert "neither --data-dir nor KERASBERT_DATA" in missing_data_message(TrainConfig())
 
 
 def test_export_out_below_a_file(tmp_path, capsys):

@@ -12,8 +12,6 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def build_parser():
     from training.train_config import SCHEDULES
@@ -81,6 +79,10 @@ def build_parser():
     add("--resume", action="store_true",
         help="continue the run in --out from its last checkpoint (the step it reached); "
              "the result is the uninterrupted run's to float noise")
+    add("--json", action="store_true",
+        help="end with summary.json's content instead of the table (for scripts)")
+    add("--verbose", action="store_true",
+        help="show TensorFlow's and absl's own log lines (hidden by default)")
     add("--kill-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -119,14 +121,21 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         # Every flag is checked here, before TensorFlow starts or data is read.
         config = config_from_args(args)
         if args.kill_after_steps is not None and args.kill_after_steps < 1:
             raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
+        # The data next, before TensorFlow starts or the encoder loads: a new
+        # user without the CS224N files learns where to get them in a second.
+        from training.data_files import missing_data_message
+        missing = missing_data_message(config)
     except (OSError, ValueError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
     try:
@@ -135,10 +144,15 @@ def main(argv=None):
     except (OSError, ValueError, NonFiniteLoss) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {config.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from training.run_summary import summary_table
+        print(summary_table(summary, config.out))
     return 0
 
 
 if __name__ == "__main__":
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()  # before TensorFlow loads; --verbose keeps its lines
     sys.exit(main())

@@ -36,6 +36,8 @@ def parse_args(argv=None, prog="python -m kerasbert_lite", description=None):
                         help="the first line of --pairs is a pair")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per model call")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the runtime's own log lines (hidden by default)")
     args = parser.parse_args(argv)
     if args.pairs is None and len(args.texts) not in (1, 2):
         parser.error("give two sentences (similarity), one (sentiment), or --pairs FILE")
@@ -54,6 +56,17 @@ def _truncation_note(count, total, max_length):
     limit = f"{max_length} tokens" if max_length else "the model's max length"
     return (f"note: {count} of {total} pair(s) exceeded {limit} and were truncated "
             "(scores use the truncated text)")
+
+
+# Fewer pairs score in about a second: no bar.
+PAIRS_FOR_A_BAR = 256
+
+
+def console_main():
+    """The `kerasbert-lite` script: `main` without the runtime's own log lines."""
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()
+    return main()
 
 
 def open_lite_scorer(path, num_threads=None, batch_size=32):
@@ -90,9 +103,12 @@ def main(argv=None, open_scorer=open_lite_scorer, **parser_kwargs):
             if truncated is not None and truncated[0]:
                 print(_truncation_note(1, 1, scorer.max_length), file=sys.stderr)
             return 0
-        with warnings.catch_warnings():
+        from kerasbert_lite.progress import Progress
+        with warnings.catch_warnings(), Progress(2 * len(texts_a), f"scoring {args.pairs}",
+                                                 unit="text", min_total=2 * PAIRS_FOR_A_BAR) as bar:
             warnings.simplefilter("ignore")  # counted below instead
-            scores, truncated = scorer.score_batch(texts_a, texts_b, return_truncated=True)
+            scores, truncated = scorer.score_batch(texts_a, texts_b, return_truncated=True,
+                                                   progress=bar.update)
     except (ModelFileError, OSError, ValueError, TypeError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
@@ -121,4 +137,6 @@ def main(argv=None, open_scorer=open_lite_scorer, **parser_kwargs):
 
 
 if __name__ == "__main__":
+    from kerasbert_lite.native_logs import quiet_native_logs
+    quiet_native_logs()  # --verbose keeps LiteRT's lines
     sys.exit(main())

@@ -86,6 +86,7 @@ class SimilarityScorer:
                 return m
         have = sorted({t for m in self.models for t in m.tasks})
         hint = {"score": "embedder_*.tflite or model_ids_*.tflite",
+                "paraphrase": "model_ids_*.tflite",
                 "embed": "embedder_*.tflite or model_ids_*.tflite",
                 "sentiment": "sentiment_*.tflite or model_ids_*.tflite"}[task]
         raise ModelFileError(self.path, f"cannot {task} (it can: {', '.join(have) or 'nothing'}); "
@@ -102,8 +103,12 @@ class SimilarityScorer:
                                  "has no similarity to score")
         return float(self.score_batch([text_a], [text_b])[0])
 
-    def score_batch(self, texts_a, texts_b, return_truncated=False):
+    def score_batch(self, texts_a, texts_b, return_truncated=False, progress=None):
         """0-5 scores of `(texts_a[i], texts_b[i])`; NaN where a side has no tokens.
+
+        Args:
+            progress: called with the number of texts done after each model call
+                (two per pair; e.g. a `kerasbert_lite.progress.Progress`'s `update`).
 
         Returns:
             float32 (N,), or `(scores, truncated)` with a bool (N,) array, True
@@ -113,18 +118,40 @@ class SimilarityScorer:
         if len(texts_a) != len(texts_b):
             raise ValueError(f"texts_a has {len(texts_a)} strings but texts_b has "
                              f"{len(texts_b)}")
-        scores, truncated = self._model_for("score").score(texts_a, texts_b, self.batch_size)
+        scores, truncated = self._model_for("score").score(texts_a, texts_b, self.batch_size,
+                                                           progress)
         return (scores, truncated) if return_truncated else scores
 
-    def embed(self, texts, return_truncated=False):
-        """Unit-length embeddings, (N, D) float32; NaN rows for texts with no tokens."""
-        emb, truncated = self._model_for("embed").embed(_as_strs(texts, "texts"), self.batch_size)
+    def paraphrase(self, texts_a, texts_b, progress=None):
+        """Probabilities that `(texts_a[i], texts_b[i])` are paraphrases, (N,) float32.
+
+        Needs the ids-in file (`model_ids_*.tflite`): the device files have no
+        paraphrase head. NaN where a side has no tokens.
+        """
+        texts_a, texts_b = _as_strs(texts_a, "texts_a"), _as_strs(texts_b, "texts_b")
+        if len(texts_a) != len(texts_b):
+            raise ValueError(f"texts_a has {len(texts_a)} strings but texts_b has "
+                             f"{len(texts_b)}")
+        probs, _ = self._model_for("paraphrase").pair_signature(
+            "paraphrase", "probability", texts_a, texts_b, self.batch_size, progress)
+        return probs
+
+    def embed(self, texts, return_truncated=False, progress=None):
+        """Unit-length embeddings, (N, D) float32; NaN rows for texts with no tokens.
+
+        `progress`, if given, is called with the number of texts done after each model call.
+        """
+        emb, truncated = self._model_for("embed").embed(_as_strs(texts, "texts"), self.batch_size,
+                                                        progress)
         return (emb, truncated) if return_truncated else emb
 
-    def sentiment(self, texts):
-        """(labels, probabilities): a label name per text (None if it has no tokens), (N, C)."""
+    def sentiment(self, texts, progress=None):
+        """(labels, probabilities): a label name per text (None if it has no tokens), (N, C).
+
+        `progress`, if given, is called with the number of texts done after each model call.
+        """
         model = self._model_for("sentiment")
-        probs, _ = model.sentiment(_as_strs(texts, "texts"), self.batch_size)
+        probs, _ = model.sentiment(_as_strs(texts, "texts"), self.batch_size, progress)
         labels = [None if np.isnan(p).any() else model.labels[int(np.argmax(p))] for p in probs]
         return labels, probs
 
@@ -186,11 +213,12 @@ class _Model:
         self.max_length = self.file.input_length("embed")
         self.labels = list(manifest.get("device", {}).get("sentiment", {}).get("labels") or [
             "very negative", "negative", "neutral", "positive", "very positive"])
-        self.tasks = ("score", "embed", "sentiment")
+        self.tasks = ("score", "paraphrase", "embed", "sentiment")
 
     # ---- batched calls, in length order, results in input order ----
 
-    def _run(self, signature, feeds_for, n, sizes, batch_size, output):
+    def _run(self, signature, feeds_for, n, sizes, batch_size, output, progress=None,
+             per_item=1):
         order = np.argsort(sizes, kind="stable")
         out = None
         for start in range(0, n, batch_size):
@@ -199,6 +227,8 @@ class _Model:
             if out is None:
                 out = np.zeros((n,) + result.shape[1:], np.float32)
             out[idx] = result
+            if progress is not None:
+                progress(per_item * len(idx))
         return out
 
     def _encode(self, texts):
@@ -212,39 +242,47 @@ class _Model:
             return {"ids": ids, "mask": mask, "segment_ids": seg}
         return {"token_ids": ids, "padding_mask": mask, "segment_ids": seg}
 
-    def embed(self, texts, batch_size):
+    def embed(self, texts, batch_size, progress=None):
         enc, empty = self._encode(texts)
         signature, output = (self.signature, "embedding") if self.kind != "ids" else (
             "embed", "embedding")
         emb = self._run(signature, lambda idx: self._sentence_feed(enc, idx, self.kind != "ids"),
-                        len(texts), enc["lengths"], batch_size, output) if texts else \
+                        len(texts), enc["lengths"], batch_size, output, progress) if texts else \
             np.zeros((0, 0), np.float32)
         _warn_empty(empty, "text(s)", "embedding")
         emb[empty] = np.nan
         return emb, enc["truncated"]
 
-    def sentiment(self, texts, batch_size):
+    def sentiment(self, texts, batch_size, progress=None):
         enc, empty = self._encode(texts)
         signature = self.signature if self.kind != "ids" else "sentiment"
         probs = self._run(signature, lambda idx: self._sentence_feed(enc, idx, self.kind != "ids"),
-                          len(texts), enc["lengths"], batch_size, "probabilities") if texts else \
+                          len(texts), enc["lengths"], batch_size, "probabilities",
+                          progress) if texts else \
             np.zeros((0, len(self.labels)), np.float32)
         _warn_empty(empty, "text(s)", "sentiment")
         probs[empty] = np.nan
         return probs, enc["truncated"]
 
-    def score(self, texts_a, texts_b, batch_size):
+    def score(self, texts_a, texts_b, batch_size, progress=None):
         n = len(texts_a)
         if n == 0:
             return np.zeros(0, np.float32), np.zeros(0, bool)
         if self.kind == "embedder":
-            emb, truncated = self.embed(list(texts_a) + list(texts_b), batch_size)
+            emb, truncated = self.embed(list(texts_a) + list(texts_b), batch_size, progress)
             with np.errstate(invalid="ignore"):
                 cosine = np.sum(emb[:n] * emb[n:], axis=-1)
             scores = self.to_score(cosine).astype(np.float32)
             return scores, truncated[:n] | truncated[n:]
-        # ids-in file: the ensemble's own similarity signature, each input group as named.
-        inputs = self.file.signatures["similarity"]["inputs"]
+        return self.pair_signature("similarity", "score", texts_a, texts_b, batch_size, progress)
+
+    def pair_signature(self, signature, output, texts_a, texts_b, batch_size, progress=None):
+        """An ids-in file's pair signature (similarity, paraphrase): (values, truncated)."""
+        n = len(texts_a)
+        if n == 0:
+            return np.zeros(0, np.float32), np.zeros(0, bool)
+        # The ensemble's own signature, each input group as named.
+        inputs = self.file.signatures[signature]["inputs"]
         enc = {"a": self.tokenizer.encode(texts_a, self.max_length),
                "b": self.tokenizer.encode(texts_b, self.max_length)}
         if any(name.startswith("pair_") for name in inputs):
@@ -254,9 +292,10 @@ class _Model:
             return {name: enc[name.split("_", 1)[0]][name.split("_", 1)[1]][idx]
                     for name in inputs}
         sizes = enc["a"]["lengths"] + enc["b"]["lengths"]
-        scores = self._run("similarity", feed, n, sizes, batch_size, "score")
+        scores = self._run(signature, feed, n, sizes, batch_size, output, progress,
+                           per_item=2)
         empty = (enc["a"]["lengths"] <= 2) | (enc["b"]["lengths"] <= 2)
-        _warn_empty(empty, "pair(s) with an empty side", "similarity")
+        _warn_empty(empty, "pair(s) with an empty side", signature)
         scores[empty] = np.nan
         truncated = enc["a"]["truncated"] | enc["b"]["truncated"]
         if "pair" in enc:
