@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 import kerasbert  # noqa: E402
 from kerasbert import fused_ops  # noqa: E402
-from training import losses  # noqa: E402
+from kerasbert import losses  # noqa: E402
 
 _GROUPS = [
     ("optimizer (AdamW)", r"adam_w|loss_scale_optimizer|clip_by_global_norm"),

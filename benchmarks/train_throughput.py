@@ -71,7 +71,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import kerasbert  # noqa: E402
 from encoder_throughput import (cpu_name, encoder_forward_flops, make_batch,  # noqa: E402
                                 matmul_peak)
-from training import losses  # noqa: E402
+from kerasbert import losses  # noqa: E402
 from training.pipelines import batch_plan, padding_waste, token_lengths  # noqa: E402
 from training.readers import load_split, resolve_data_dir  # noqa: E402
 from training.variants import get_variant  # noqa: E402

@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from experiments.rows import RESULTS_DIR
-from export.run_folder import training_version
+from kerasbert_lite.tasks import METRIC_NAMES, MULTITASK, get_task
+from training import run_folder as rf
 from training.metrics import overall_scores, predicted_labels, task_metric
 from training.predictions import prediction_path, read_predictions, write_predictions
 from training.readers import load_split, resolve_data_dir
+from training.run_folder import training_version
 
-TASKS = ("sst", "quora", "sts")
-METRIC = {"sst": "sst_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+TASKS = MULTITASK
+METRIC = {t: METRIC_NAMES[t] for t in TASKS}
 
 
 def member_probabilities(row, ids, split="dev", tasks=TASKS):
@@ -49,7 +51,7 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
         if task not in raw.files:
             raise ValueError(f"{row}/{split}-outputs.npz has no {task!r} outputs; "
                              f"an EM member must be evaluated on {', '.join(TASKS)}")
-        path = prediction_path(Path(row) / "predictions", task, split)
+        path = prediction_path(Path(row) / rf.PREDICTIONS, task, split)
         file_ids = list(read_predictions(path))
         if len(file_ids) != len(raw[task]):
             raise ValueError(f"{row}: {split}-outputs.npz has {len(raw[task])} {task} rows, "
@@ -60,10 +62,11 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
             raise ValueError(f"{row}: {len(missing)} {task} {split} ids have no output "
                              f"(e.g. {missing[0]})")
         values = raw[task][[position[i] for i in ids[task]]].astype(np.float64)
-        if task == "sst":
+        label = get_task(task).label
+        if label == "class":  # logits -> probabilities
             values = np.exp(values - values.max(-1, keepdims=True))
             values /= values.sum(-1, keepdims=True)
-        elif task == "quora":
+        elif label == "binary":  # a logit -> p
             values = 1.0 / (1.0 + np.exp(-values))
         out[task] = values
     return out
@@ -71,7 +74,7 @@ def member_probabilities(row, ids, split="dev", tasks=TASKS):
 
 def ensemble_predictions(task, mean):
     """The CS224N predictions of an ensemble's mean probabilities / scores for `task`."""
-    if task == "quora":
+    if get_task(task).label == "binary":
         mean = np.log(mean) - np.log1p(-mean)  # back to a logit: > 0 iff p > 0.5
     return predicted_labels(task, mean)
 
@@ -91,7 +94,7 @@ def size_curve(names, results_dir, data_dir):
     dev = {task: load_split(task, "dev", data_dir) for task in TASKS}
     dev_ids = {task: list(d.ids) for task, d in dev.items()}
     labels = {task: d.labels for task, d in dev.items()}
-    own = {n: json.loads((Path(results_dir) / n / "summary.json").read_text())["best"]
+    own = {n: json.loads((Path(results_dir) / n / rf.SUMMARY).read_text())["best"]
            for n in names}
     ranked = sorted(names, key=lambda n: -own[n]["overall_cs224n"])
     probs = {n: member_probabilities(Path(results_dir) / n, dev_ids) for n in ranked}
@@ -136,7 +139,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
 
     ensemble = MultitaskEnsemble.from_runs(run_dirs)
     for task, test in _test_splits(pred_dir, data_dir).items():
-        pair = task != "sst"
+        pair = get_task(task).is_pair
         lengths = ([len(a) + len(b) for a, b in zip(test.texts_a, test.texts_b)] if pair
                    else [len(t) for t in test.texts])
         order = np.argsort(lengths, kind="stable")
@@ -146,8 +149,7 @@ def write_test_predictions(run_dirs, pred_dir, data_dir, batch_size=64):
             if pair:
                 encodings, _ = ensemble._encode_text_pairs([test.texts_a[i] for i in index],
                                                            [test.texts_b[i] for i in index])
-                name = "paraphrase" if task == "quora" else "similarity"
-                values = getattr(ensemble, f"{name}_from_ids")(encodings).numpy()
+                values = getattr(ensemble, f"{get_task(task).output}_from_ids")(encodings).numpy()
             else:
                 encoding, _ = ensemble._encode_text([test.texts[i] for i in index])
                 values = ensemble.sentiment_from_ids(encoding).numpy()
@@ -165,9 +167,9 @@ def write_test_predictions_from_outputs(rows, pred_dir, data_dir):
     without a test file (or without outputs in every row) is skipped and reported.
     """
     rows = [Path(r) for r in rows]
-    if not all((r / "test-outputs.npz").is_file() for r in rows):
+    if not all((r / rf.TEST_OUTPUTS).is_file() for r in rows):
         return False
-    published = [set(np.load(r / "test-outputs.npz").files) for r in rows]
+    published = [set(np.load(r / rf.TEST_OUTPUTS).files) for r in rows]
     tests = _test_splits(pred_dir, data_dir,
                          lambda task: all(task in files for files in published)
                          or f"not every member has {task} test outputs")
@@ -215,7 +217,7 @@ def update_test_predictions(members, results_dir, pred_dir, data_dir, runs=None,
     versions = {name: training_version(Path(results_dir) / name) for name in members}
     for name, version in versions.items():
         if version is None:  # every published row has one; without it nothing can be matched
-            raise FileNotFoundError(f"{Path(results_dir) / name / 'metrics.jsonl'}: no such file")
+            raise FileNotFoundError(f"{Path(results_dir) / name / rf.METRICS}: no such file")
     made = {"test_members": list(members), "test_member_versions": versions}
     if write_test_predictions_from_outputs([Path(results_dir) / n for n in members],
                                            pred_dir, data_dir):
@@ -283,7 +285,7 @@ def main(argv=None):
     chosen = (curve[args.size - 1] if args.size else
               max(curve, key=lambda c: c["dev"]["overall_cs224n"]))
     row = RESULTS_DIR / args.name
-    (row / "predictions").mkdir(parents=True, exist_ok=True)
+    (row / rf.PREDICTIONS).mkdir(parents=True, exist_ok=True)
     for c in curve:
         print(f"size {c['size']} (+{c['members'][-1]:<15}) " + "  ".join(
             f"{k} {v:.4f}" for k, v in c["dev"].items()))
@@ -291,15 +293,15 @@ def main(argv=None):
     (row / "ensemble_size.json").write_text(json.dumps(curve, indent=2) + "\n")
     for task in TASKS:
         mean = np.mean([probs[n][task] for n in chosen["members"]], axis=0)
-        write_predictions(row / "predictions", task, "dev", dev[task].ids,
+        write_predictions(row / rf.PREDICTIONS, task, "dev", dev[task].ids,
                           ensemble_predictions(task, mean))
-    previous = row / "summary.json"
+    previous = row / rf.SUMMARY
     made_by = json.loads(previous.read_text()) if previous.exists() else None
-    made = update_test_predictions(chosen["members"], RESULTS_DIR, row / "predictions",
+    made = update_test_predictions(chosen["members"], RESULTS_DIR, row / rf.PREDICTIONS,
                                    data_dir, runs=args.runs, made_by=made_by)
     summary = {"variant": "em", "members": chosen["members"], "best": chosen["dev"], **made,
                "epochs": None, "minutes_per_epoch": None}
-    (row / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (row / rf.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     command = ("python -m experiments.ensemble --members " + " ".join(args.members)
                + " --data-dir $KERASBERT_DATA" + (f" --runs {args.runs}" if args.runs else "")
                + (f" --size {args.size}" if args.size else ""))

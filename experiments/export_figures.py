@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from experiments.tables import format_score
-from export.run_folder import training_version
+from training import run_folder as rf
+from training.run_folder import training_version
 
 MIB = 2 ** 20
 _PARITY_FORMATS = (("saved_model", "SavedModel"), ("tflite_float32", "TFLite float32, text in"),
@@ -35,7 +36,7 @@ def _num(value, digits=3, sign=False):
 
 def _trainings(manifest, names, results_dir):
     """One line: does the export hold the trainings its member rows (`names`) publish?"""
-    em = json.loads((Path(results_dir) / "em" / "summary.json").read_text())
+    em = json.loads((Path(results_dir) / "em" / rf.SUMMARY).read_text())
     if set(names) != set(em["members"]):
         return (f"**Not the current EM:** the export's members are {', '.join(names)}; "
                 f"EM's are {', '.join(em['members'])}.")

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from training import run_folder as rf
+
 from experiments.export_figures import export_section
 from experiments.rows import RESULTS_DIR, compare, history, print_comparison, publish, rescore, rows
 from experiments.tables import em_size_table, table
@@ -64,7 +66,7 @@ def plot_curves(path=None, results_dir=RESULTS_DIR, smooth=0.6):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path or Path(results_dir) / "learning_curves.png")
+    path = Path(path or Path(results_dir) / rf.LEARNING_CURVES)
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for i, row in enumerate(r for r in rows(results_dir) if (r / "train_loss.csv").is_file()):
         colour = f"C{i % 10}"
@@ -138,7 +140,7 @@ def _command(args):
         recorded = RESULTS_DIR / args.name / "run.json"
         train_args = (json.loads(recorded.read_text())["args"] if recorded.is_file()
                       else ["--variant", args.name])
-        config = RESULTS_DIR / args.name / "config.json"
+        config = RESULTS_DIR / args.name / rf.CONFIG
         if (config.is_file() and "--precision" not in train_args
                 and "precision_used" not in json.loads(config.read_text())):
             # Rows from before --precision trained in float32 (auto now picks
@@ -149,7 +151,7 @@ def _command(args):
                                       "--out", str(out)] + (["--resume"] if out.exists() else []))
         if code:
             return code
-        if (RESULTS_DIR / args.name / "summary.json").is_file():
+        if (RESULTS_DIR / args.name / rf.SUMMARY).is_file():
             print(f"{out} against the published {args.name}, which it replaces:")
             print_comparison(compare(out, RESULTS_DIR / args.name))
         publish(out, args.name)

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasbert_lite.tasks import MULTITASK, get_task
+from training import run_folder as rf
+
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 # Table order; any other row folder follows, alphabetically.
@@ -133,30 +136,30 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
             lacks a file the row needs.
     """
     run_dir, name = Path(run_dir), name or Path(run_dir).name
-    if not (run_dir / "summary.json").is_file():
+    if not (run_dir / rf.SUMMARY).is_file():
         raise FileNotFoundError(f"{run_dir}/summary.json: no such file; the run has not "
                                 f"finished (resume it with training.run --resume)")
-    config = json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / rf.CONFIG).read_text())
     epochs = history(run_dir)
     row = Path(results_dir) / name
-    (row / "predictions").mkdir(parents=True, exist_ok=True)
-    (row / "config.json").write_text(json.dumps(portable_config(config, name), indent=2) + "\n")
-    for file in ("metrics.jsonl", "summary.json", "learning_curves.png"):
+    (row / rf.PREDICTIONS).mkdir(parents=True, exist_ok=True)
+    (row / rf.CONFIG).write_text(json.dumps(portable_config(config, name), indent=2) + "\n")
+    for file in (rf.METRICS, rf.SUMMARY, rf.LEARNING_CURVES):
         shutil.copy2(run_dir / file, row / file)
     # A republished row holds exactly this run's prediction files: an earlier run's file for a
     # task or split this run did not score would otherwise sit beside them as if it were current.
-    for stale in (row / "predictions").glob("*-output.csv"):
+    for stale in (row / rf.PREDICTIONS).glob("*-output.csv"):
         stale.unlink()
-    for csv_file in sorted((run_dir / "predictions").glob("*-output.csv")):
-        shutil.copy2(csv_file, row / "predictions" / csv_file.name)
-    _publish_outputs(run_dir / "predictions", row, "dev")
-    if not _publish_outputs(run_dir / "predictions", row, "test", required=False):
+    for csv_file in sorted((run_dir / rf.PREDICTIONS).glob("*-output.csv")):
+        shutil.copy2(csv_file, row / rf.PREDICTIONS / csv_file.name)
+    _publish_outputs(run_dir / rf.PREDICTIONS, row, "dev")
+    if not _publish_outputs(run_dir / rf.PREDICTIONS, row, "test", required=False):
         print(f"{run_dir}: no test-outputs.npz (a run finished before they were written, or "
               f"scored without test files); "
               f"an EM holding {name} needs its weights for test predictions. Rescore it with "
               f"`python -m training.run --out {run_dir} --resume` to write them",
               file=sys.stderr)
-    _publish_train_loss(run_dir / "tensorboard", row / "train_loss.csv")
+    _publish_train_loss(run_dir / rf.TENSORBOARD, row / "train_loss.csv")
     train_s = sum(h["train_seconds"] for h in epochs)
     eval_s = sum(h["eval_seconds"] for h in epochs)
     info = {"command": "python -m training.run " + " ".join(training_args(config))
@@ -172,7 +175,7 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
 
 def history(folder):
     """The per-epoch records of a run or row's metrics.jsonl."""
-    lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
+    lines = (Path(folder) / rf.METRICS).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -238,7 +241,7 @@ def _publish_train_loss(tensorboard_dir, path):
 
 def rows(results_dir=RESULTS_DIR):
     """Row folders (those with a summary.json) in table order."""
-    found = {p.name: p for p in Path(results_dir).iterdir() if (p / "summary.json").is_file()}
+    found = {p.name: p for p in Path(results_dir).iterdir() if (p / rf.SUMMARY).is_file()}
     order = [n for n in ROW_ORDER if n in found] + sorted(n for n in found if n not in ROW_ORDER)
     return [found[n] for n in order]
 
@@ -253,10 +256,10 @@ def rescore(row, data_dir):
     from training.predictions import prediction_path, read_predictions
     from training.readers import load_split
 
-    best = json.loads((Path(row) / "summary.json").read_text())["best"]
+    best = json.loads((Path(row) / rf.SUMMARY).read_text())["best"]
     out = {}
     for task, metric in METRIC_NAMES.items():
-        path = prediction_path(Path(row) / "predictions", task, "dev")
+        path = prediction_path(Path(row) / rf.PREDICTIONS, task, "dev")
         if metric not in best or not path.is_file():
             continue
         predicted = read_predictions(path)
@@ -292,7 +295,7 @@ def compare(run_dir, row, tolerance=1e-3):
 
     run_dir, row = Path(run_dir), Path(row)
     for folder in (run_dir, row):
-        if not (folder / "summary.json").is_file():
+        if not (folder / rf.SUMMARY).is_file():
             raise FileNotFoundError(f"{folder}/summary.json: no such file (not a finished run "
                                     f"or a published row)")
 
@@ -300,11 +303,11 @@ def compare(run_dir, row, tolerance=1e-3):
     epochs = [(epoch, metric, ran[epoch][metric], published[epoch][metric])
               for epoch in sorted(set(ran) & set(published))
               for metric in published[epoch] if metric in ran[epoch]]
-    best = tuple(json.loads((f / "summary.json").read_text())["best_epoch"]
+    best = tuple(json.loads((f / rf.SUMMARY).read_text())["best_epoch"]
                  for f in (run_dir, row))
     labels, scores, row_ids = {}, {}, {}
-    for task in ("sst", "quora", "sts"):
-        paths = [prediction_path(f / "predictions", task, "dev") for f in (run_dir, row)]
+    for task in MULTITASK:
+        paths = [prediction_path(f / rf.PREDICTIONS, task, "dev") for f in (run_dir, row)]
         if not all(path.is_file() for path in paths):
             continue
         mine, theirs = map(read_predictions, paths)
@@ -312,16 +315,16 @@ def compare(run_dir, row, tolerance=1e-3):
             raise ValueError(f"{paths[0]} and {paths[1]} predict different dev examples")
         row_ids[task] = list(theirs)
         a, b = np.array(list(mine.values())), np.array([theirs[i] for i in mine])
-        if task == "sts":
+        if get_task(task).label == "score":
             scores[task] = float(np.abs(a - b).max())
         else:
             labels[task] = float(np.mean(a == b))
     outputs = {}
-    if (run_dir / "predictions" / "dev-outputs.npz").is_file() and \
-            (row / "dev-outputs.npz").is_file():
+    if (run_dir / rf.PREDICTIONS / rf.DEV_OUTPUTS).is_file() and \
+            (row / rf.DEV_OUTPUTS).is_file():
         # The row's outputs are in its prediction files' order: put the run's in the same.
-        ran_outputs = _outputs_in_order(run_dir / "predictions" / "dev-outputs.npz", row_ids.get)
-        with np.load(row / "dev-outputs.npz") as row_outputs:
+        ran_outputs = _outputs_in_order(run_dir / rf.PREDICTIONS / rf.DEV_OUTPUTS, row_ids.get)
+        with np.load(row / rf.DEV_OUTPUTS) as row_outputs:
             for task in set(ran_outputs) & set(row_outputs.files):
                 outputs[task] = float(np.abs(ran_outputs[task] - row_outputs[task]).max())
     reproduced = (set(ran) == set(published) and best[0] == best[1]

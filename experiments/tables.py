@@ -9,6 +9,8 @@
 import json
 from pathlib import Path
 
+from training import run_folder as rf
+
 from experiments.rows import RESULTS_DIR, rows
 
 METRICS = ("sst_acc", "quora_acc", "sts_pearson")
@@ -49,7 +51,7 @@ def table(results_dir=RESULTS_DIR):
              "| CS224N overall | paper SST / Quora / STS | min/epoch |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows(results_dir):
-        summary = json.loads((row / "summary.json").read_text())
+        summary = json.loads((row / rf.SUMMARY).read_text())
         best = summary["best"]
         ours = [best.get(m, best.get("cfimdb_acc") if m == "sst_acc" else None) for m in METRICS]
         paper_name, paper = PAPER.get(row.name, ("", (None, None, None)))

@@ -37,7 +37,7 @@ from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
 from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.tflite_runtime import custom_op_names, file_size
 from kerasbert_lite.progress import Progress, bar_log
-from training.atomic_write import atomic_write_text
+from training.run_folder import atomic_write_text
 
 SAVED_MODEL_DIR = "saved_model"
 MANIFEST = "manifest.json"

@@ -1,10 +1,13 @@
-"""`RunFolder`: one training run on disk (config.json, best.keras, vocab.txt)."""
+"""`RunFolder`: a training run on disk, read for export (config.json, best.keras, vocab.txt).
 
-import hashlib
-import json
+The format (names, version, checks) is `training.run_folder`'s; this adds
+loading the model as export wants it (float32).
+"""
+
 from pathlib import Path
 
-_REQUIRED_CONFIG_KEYS = ("variant", "max_length", "lowercase")
+from training import run_folder as rf
+from training.run_folder import training_version  # noqa: F401  (RunFolder.describe)
 
 
 class RunFolder:
@@ -29,29 +32,18 @@ class RunFolder:
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"{self.path}: run folder does not exist")
-        for name in ("config.json", "best.keras", "vocab.txt"):
+        needed = (rf.CONFIG, rf.BEST_MODEL, rf.VOCAB)
+        for name in needed:
             if not (self.path / name).is_file():
                 raise FileNotFoundError(f"{self.path / name}: missing (a run folder needs "
-                                        "config.json, best.keras and vocab.txt)")
-        self.config_path = config_path = self.path / "config.json"
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                self.config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{config_path}: not valid JSON ({e})") from e
-        if not isinstance(self.config, dict):
-            raise ValueError(f"{config_path}: expected a JSON object")
-        missing = [k for k in _REQUIRED_CONFIG_KEYS if k not in self.config]
-        if missing:
-            raise ValueError(f"{config_path}: missing keys {missing}")
-        if not isinstance(self.config["max_length"], int) or self.config["max_length"] < 3:
-            raise ValueError(f"{config_path}: max_length must be an integer >= 3, "
-                             f"got {self.config['max_length']!r}")
+                                        f"{', '.join(needed[:-1])} and {needed[-1]})")
+        self.config_path = self.path / rf.CONFIG
+        self.config = rf.read_config(self.path)
         self.variant = str(self.config["variant"])
         self.max_length = int(self.config["max_length"])
         self.lowercase = bool(self.config["lowercase"])
-        self.vocab_path = self.path / "vocab.txt"
-        self.model_path = self.path / "best.keras"
+        self.vocab_path = self.path / rf.VOCAB
+        self.model_path = self.path / rf.BEST_MODEL
 
     def vocabulary(self):
         """The run's vocabulary as a list of tokens (checked for BERT's special tokens)."""
@@ -75,10 +67,8 @@ class RunFolder:
 
     def dev_scores(self):
         """The best epoch's dev scores from summary.json (`sts_pearson`, ...), or {}."""
-        path = self.path / "summary.json"
         try:
-            with open(path, encoding="utf-8") as f:
-                best = json.load(f).get("best")
+            best = rf.read_summary(self.path).get("best")
         except (OSError, ValueError, AttributeError):
             return {}
         return {k: float(v) for k, v in best.items()
@@ -98,19 +88,6 @@ class RunFolder:
 
     def __repr__(self):
         return f"RunFolder({str(self.path)!r}, variant={self.variant!r})"
-
-
-def training_version(folder):
-    """Which training a run folder (or the results row published from it) holds.
-
-    A hash of its metrics.jsonl: the per-epoch timings in it make any two
-    trainings differ, while publishing or rescoring a run leaves it as it was.
-    None if the folder has no metrics.jsonl (not a finished training, or none).
-    """
-    metrics = Path(folder) / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    return hashlib.sha256(metrics.read_bytes()).hexdigest()[:16]
 
 
 def float32_model(model):

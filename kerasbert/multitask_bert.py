@@ -1,25 +1,8 @@
 """`MultitaskBert`: one shared BERT encoder, three CS224N task heads."""
 
 import keras
-from keras import ops
 
-from kerasbert.bert_backbone import BertBackbone
-from kerasbert.masked_mean_pooling import MaskedMeanPooling
-from kerasbert.pair_score import PairScore
-
-_INPUT_KEYS = ("token_ids", "segment_ids", "padding_mask")
-
-
-def sentence_inputs(prefix=None):
-    """A dict of three (B, T) int32 `keras.Input`s, as `BertTokenizer` returns.
-
-    Without a prefix the inputs are named like their keys, which is what a
-    model taking this dict at its top level wants.
-    """
-    return {k: keras.Input(shape=(None,), dtype="int32",
-                           name=f"{prefix}_{k}" if prefix else k)
-            for k in _INPUT_KEYS}
-
+from kerasbert.heads import Heads
 
 @keras.saving.register_keras_serializable(package="kerasbert")
 class MultitaskBert(keras.Model):
@@ -42,6 +25,11 @@ class MultitaskBert(keras.Model):
     (pair -> `{"a", "b"}` vectors the similarity head compares) and, for
     dot/cosine heads, `"paraphrase_with_vectors"` / `"similarity_with_vectors"`
     (the task output plus the compared vectors, one encoder pass).
+
+    Training goes through `task_loss` / `task_gradients`, the losses of a
+    `kerasbert.losses.TaskLosses`: `fit` runs them in `train_step` after
+    `compile(task_losses=...)`, and the custom loop
+    (`training.engine.train_step_function`) calls the same two methods.
 
     Args:
         backbone: a `BertBackbone`.
@@ -80,6 +68,15 @@ class MultitaskBert(keras.Model):
     ...              "similarity": {"a": s, "b": s}})
     >>> tuple(out["sentiment"].shape), tuple(out["similarity"].shape)
     ((2, 5), (2,))
+
+    Training (`compile(task_losses=...)`: each output by its loss, InfoNCE included):
+    >>> from kerasbert.losses import TaskLosses
+    >>> model.compile(optimizer="adam", task_losses=TaskLosses(similarity="infonce"))
+    >>> y = {"sentiment": np.array([0, 4]), "paraphrase": np.array([1.0, 0.0]),
+    ...      "similarity": np.array([5.0, 1.0])}
+    >>> x = {"sentiment": s, "paraphrase": {"a": s, "b": s}, "similarity": {"a": s, "b": s}}
+    >>> sorted(model.train_on_batch(x, y, return_dict=True))
+    ['loss', 'paraphrase_loss', 'sentiment_loss', 'similarity_loss']
     """
 
     def __init__(
@@ -97,150 +94,117 @@ class MultitaskBert(keras.Model):
         dropout=0.1,
         **kwargs,
     ):
-        if pair_encoding not in ("bi", "cross"):
-            raise ValueError(f"pair_encoding must be 'bi' or 'cross', got {pair_encoding!r}")
-        if pooling not in ("pooled", "mean", "cls"):
-            raise ValueError(f"pooling must be 'pooled', 'mean' or 'cls', got {pooling!r}")
-        for head in (paraphrase_head, similarity_head):
-            if head not in ("concat", "dot", "cosine"):
-                raise ValueError(f"pair head must be concat/dot/cosine, got {head!r}")
-        if similarity_output not in ("sigmoid", "linear", "relu"):
-            raise ValueError(f"similarity_output must be sigmoid/linear/relu, got {similarity_output!r}")
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
-        # The heads compute in float32 whatever the global policy: they are
-        # tiny, and scores, logits and cosines are where bf16's 8-bit
-        # mantissa would show.
-        head_dtype = "float32"
-        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
-            units, kernel_initializer=init, name=name, dtype=head_dtype)
-
-        # --- layers (names are part of the saved-weights API) ---
-        pooler = MaskedMeanPooling(name="mean_pooling", dtype=head_dtype) if pooling == "mean" else None
-        drop = keras.layers.Dropout(dropout, name="head_dropout", dtype=head_dtype)
-        sentiment_dense = dense(num_sentiment_classes, "sentiment_dense")
-        uses_projection = projection_dim and pair_encoding == "bi"
-        projections = {}
-        if uses_projection:
-            shared = dense(projection_dim, "projection") if shared_projection else None
-            for task in ("paraphrase", "similarity"):
-                projections[task] = shared or dense(projection_dim, f"{task}_projection")
-        para_dense = dense(1, "paraphrase_dense")
-        sim_dense = dense(1, "similarity_dense")
-        # Scalar affine on dot/cosine scores; starts as the identity unless
-        # the paraphrase logit is given a starting scale and threshold.
-        if paraphrase_logit_init is not None:
-            paraphrase_logit_init = tuple(float(x) for x in paraphrase_logit_init)
-            if len(paraphrase_logit_init) != 2:
-                raise ValueError("paraphrase_logit_init must be (scale, threshold), "
-                                 f"got {paraphrase_logit_init!r}")
-        scale, threshold = paraphrase_logit_init or (1.0, 0.0)
-        affine = {
-            "paraphrase": keras.layers.Dense(
-                1, kernel_initializer=keras.initializers.Constant(scale),
-                bias_initializer=keras.initializers.Constant(-scale * threshold),
-                name="paraphrase_score_affine", dtype=head_dtype),
-            "similarity": keras.layers.Dense(1, kernel_initializer="ones",
-                                             name="similarity_score_affine", dtype=head_dtype),
-        }
-
-        def embed(inputs):
-            out = backbone(inputs)
-            if pooling == "pooled":
-                return out["pooled_output"]
-            if pooling == "cls":
-                return out["sequence_output"][:, 0, :]  # (B,T,H) -> (B,H)
-            return pooler(out["sequence_output"], inputs["padding_mask"])
-
-        def pair_vectors(task, pair):
-            u, v = drop(embed(pair["a"])), drop(embed(pair["b"]))
-            if task in projections:
-                u, v = projections[task](u), projections[task](v)
-            return u, v
-
-        def pair_raw(task, head, pair):
-            """(raw score, (u, v) or None): the vectors a dot/cosine head compared."""
-            if pair_encoding == "cross":
-                dense_layer = para_dense if task == "paraphrase" else sim_dense
-                return ops.squeeze(dense_layer(drop(embed(pair["pair"]))), -1), None
-            if head == "concat":
-                u, v = drop(embed(pair["a"])), drop(embed(pair["b"]))
-                dense_layer = para_dense if task == "paraphrase" else sim_dense
-                return ops.squeeze(dense_layer(ops.concatenate([u, v], axis=-1)), -1), None
-            u, v = pair_vectors(task, pair)
-            score = PairScore(head, name=f"{task}_{head}", dtype="float32")(u, v)
-            if task == "paraphrase" or head == "dot":
-                # A learned scale and offset turn the raw score into a logit:
-                # without the offset every topically close pair (most Quora
-                # negatives) starts, and stays, "duplicate".
-                score = ops.squeeze(affine[task](score[:, None]), -1)
-            return score, (u, v)
-
-        def pair_inputs(task):
-            if pair_encoding == "cross":
-                return {"pair": sentence_inputs(f"{task}_pair")}
-            return {"a": sentence_inputs(f"{task}_a"), "b": sentence_inputs(f"{task}_b")}
-
-        sent_in = sentence_inputs()
-        para_in = pair_inputs("paraphrase")
-        sim_in = pair_inputs("similarity")
-        sentiment = keras.layers.Identity(name="sentiment", dtype=head_dtype)(sentiment_dense(drop(embed(sent_in))))
-        para_raw, para_vectors = pair_raw("paraphrase", paraphrase_head, para_in)
-        paraphrase = keras.layers.Identity(name="paraphrase", dtype=head_dtype)(para_raw)
-        raw, sim_vectors = pair_raw("similarity", similarity_head, sim_in)
-        if similarity_output == "sigmoid":
-            raw = 5.0 * ops.sigmoid(raw)
-        elif similarity_output == "relu":
-            raw = 5.0 * ops.relu(raw)
-        similarity = keras.layers.Identity(name="similarity", dtype=head_dtype)(raw)
-
-        super().__init__(
-            inputs={"sentiment": sent_in, "paraphrase": para_in, "similarity": sim_in},
-            outputs={"sentiment": sentiment, "paraphrase": paraphrase, "similarity": similarity},
-            **kwargs,
-        )
+        settings = _check_settings(
+            pair_encoding=pair_encoding, pooling=pooling, paraphrase_head=paraphrase_head,
+            similarity_head=similarity_head, similarity_output=similarity_output,
+            projection_dim=projection_dim, shared_projection=shared_projection,
+            paraphrase_logit_init=paraphrase_logit_init,
+            num_sentiment_classes=num_sentiment_classes, dropout=dropout)
+        heads = Heads(backbone, **settings)
+        inputs, outputs, vectors = heads.multitask_graph()
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone
-        self.pair_encoding = pair_encoding
-        self.pooling = pooling
-        self.paraphrase_head = paraphrase_head
-        self.similarity_head = similarity_head
-        self.similarity_output = similarity_output
-        self.projection_dim = projection_dim
-        self.shared_projection = shared_projection
-        self.paraphrase_logit_init = paraphrase_logit_init
-        self.num_sentiment_classes = num_sentiment_classes
-        self.dropout = dropout
-
+        for key, value in settings.items():
+            setattr(self, key, value)
         # Sub-models reuse the layers above, hence the weights. Kept out of
         # Keras' attribute tracking so saving sees each weight once.
-        submodels = {
-            "sentiment": keras.Model(sent_in, sentiment, name="sentiment_model"),
-            "paraphrase": keras.Model(para_in, paraphrase, name="paraphrase_model"),
-            "similarity": keras.Model(sim_in, similarity, name="similarity_model"),
-        }
-        # Outputs plus the compared vectors, for contrastive losses on them.
-        for task, inputs, out, vectors in (("paraphrase", para_in, paraphrase, para_vectors),
-                                           ("similarity", sim_in, similarity, sim_vectors)):
-            if vectors is not None:
-                submodels[f"{task}_with_vectors"] = keras.Model(
-                    inputs, {task: out, "a": vectors[0], "b": vectors[1]},
-                    name=f"{task}_with_vectors_model")
-        emb_in = sentence_inputs()
-        emb = embed(emb_in)
-        if "similarity" in projections:
-            emb = projections["similarity"](emb)
-        submodels["embedding"] = keras.Model(emb_in, emb, name="embedding_model")
-        if pair_encoding == "bi":
-            pe_in = pair_inputs("pair_embeddings")
-            u, v = pair_vectors("similarity", pe_in)
-            submodels["pair_embeddings"] = keras.Model(pe_in, {"a": u, "b": v},
-                                                       name="pair_embeddings_model")
-        object.__setattr__(self, "_submodels", submodels)
+        object.__setattr__(self, "_submodels", heads.submodels(inputs, outputs, vectors))
+        object.__setattr__(self, "_task_losses", None)
+        object.__setattr__(self, "_loss_trackers", {})
 
     def task_model(self, name):
         """The sub-model for `name`: a task, `"embedding"` or `"pair_embeddings"`."""
         if name not in self._submodels:
             raise KeyError(f"no sub-model {name!r}; have {sorted(self._submodels)}")
         return self._submodels[name]
+
+    # ------------------------------------------------------------ training
+    def compile(self, optimizer="rmsprop", *, task_losses=None, **kwargs):
+        """`keras.Model.compile`, plus `task_losses` to train through `train_step`.
+
+        Args:
+            optimizer: as for Keras (`training.engine.make_optimizer` builds
+                the encoder/head one).
+            task_losses: a `kerasbert.losses.TaskLosses`. Given, `fit` trains
+                each output of a batch by its loss, read from the sub-model
+                the loss needs (InfoNCE included: its in-batch negatives are
+                the batch's other rows), and logs `loss` and `{output}_loss`.
+                Pass no `loss=` then. None: Keras' own per-output losses.
+            **kwargs: `keras.Model.compile` arguments (metrics, jit_compile, ...).
+        """
+        if task_losses is not None and kwargs.get("loss") is not None:
+            raise ValueError("pass task_losses= or loss=, not both")
+        object.__setattr__(self, "_task_losses", task_losses)
+        super().compile(optimizer=optimizer, **kwargs)
+        trackers = {}
+        if task_losses is not None:
+            trackers = {o: keras.metrics.Mean(name=f"{o}_loss")
+                        for o in ("sentiment", "paraphrase", "similarity")}
+        object.__setattr__(self, "_loss_trackers", trackers)
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self._loss_trackers.values())
+
+    def task_loss(self, x, y, task_losses, training=True):
+        """`(total, {output: loss}, {output: prediction})` over the outputs `x` holds.
+
+        Args:
+            x, y: dicts keyed by output (`"sentiment"`, ...), any subset:
+                the custom loop passes one task per step, `fit` all three.
+            task_losses: a `kerasbert.losses.TaskLosses`.
+            training: dropout on.
+        """
+        parts, predictions = {}, {}
+        for output in x:
+            submodel = self.task_model(task_losses.submodel(output))
+            out = submodel(x[output], training=training)
+            parts[output] = task_losses(output, out, y[output])
+            predictions[output] = out[output] if isinstance(out, dict) else out
+        return sum(parts.values()), parts, predictions
+
+    def task_gradients(self, x, y, task_losses, optimizer=None, replicas=1):
+        """`(loss, {output: loss}, {output: prediction}, gradients)` of one batch.
+
+        The gradients, of `trainable_variables`, are those of `loss /
+        replicas` (each replica holds its share of the global batch) times
+        `optimizer`'s loss scale, if any; None for a variable the batch's
+        tasks do not reach.
+        """
+        import tensorflow as tf  # the gradient tape: Keras 3 on TensorFlow
+
+        with tf.GradientTape() as tape:
+            loss, parts, predictions = self.task_loss(x, y, task_losses, training=True)
+            scaled = loss / replicas
+            if optimizer is not None:
+                scaled = optimizer.scale_loss(scaled)
+        return loss, parts, predictions, tape.gradient(scaled, self.trainable_variables)
+
+    def train_step(self, data):
+        if self._task_losses is None:
+            return super().train_step(data)
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss, parts, predictions, grads = self.task_gradients(x, y, self._task_losses,
+                                                              self.optimizer)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._logs(x, y, weight, loss, parts, predictions)
+
+    def test_step(self, data):
+        if self._task_losses is None:
+            return super().test_step(data)
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss, parts, predictions = self.task_loss(x, y, self._task_losses, training=False)
+        return self._logs(x, y, weight, loss, parts, predictions)
+
+    def _logs(self, x, y, weight, loss, parts, predictions):
+        self._loss_tracker.update_state(loss)
+        for output, value in parts.items():
+            self._loss_trackers[output].update_state(value)
+        if len(predictions) == len(self.outputs):  # compiled metrics need every output
+            return self.compute_metrics(x, y, predictions, sample_weight=weight)
+        logs = {"loss": self._loss_tracker.result()}
+        logs.update({f"{o}_loss": self._loss_trackers[o].result() for o in parts})
+        return logs
 
     def get_config(self):
         return {
@@ -266,3 +230,21 @@ class MultitaskBert(keras.Model):
         if isinstance(backbone, dict):
             backbone = keras.layers.deserialize(backbone)
         return cls(backbone=backbone, **config)
+
+
+def _check_settings(**settings):
+    """The layout arguments, checked; `paraphrase_logit_init` as a float pair."""
+    for name, allowed in (("pair_encoding", ("bi", "cross")),
+                          ("pooling", ("pooled", "mean", "cls")),
+                          ("paraphrase_head", ("concat", "dot", "cosine")),
+                          ("similarity_head", ("concat", "dot", "cosine")),
+                          ("similarity_output", ("sigmoid", "linear", "relu"))):
+        if settings[name] not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {settings[name]!r}")
+    init = settings["paraphrase_logit_init"]
+    if init is not None:
+        init = tuple(float(x) for x in init)
+        if len(init) != 2:
+            raise ValueError(f"paraphrase_logit_init must be (scale, threshold), got {init!r}")
+        settings["paraphrase_logit_init"] = init
+    return settings

@@ -185,7 +185,7 @@ def test_lock_names_the_other_process_and_dies_with_it(tmp_path):
 
 # ----------------------------------------------------------- atomic outputs
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
-    from training.atomic_write import atomic_write
+    from training.run_folder import atomic_write
 
     path = tmp_path / "summary.json"
     path.write_text("old")
@@ -201,7 +201,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
 
 
 def test_prediction_files_whole_and_unique(tmp_path, monkeypatch):
-    from training import atomic_write as module
+    from training import run_folder as module
     from training.predictions import read_predictions, write_predictions
 
     path = write_predictions(tmp_path, "quora", "dev", ["a", "b"], [1, 0])

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the SavedModel uses
 
 from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
-from export.run_folder import training_version
+from training.run_folder import training_version
 from export.tflite_runtime import custom_op_names, load_interpreter
 from test_export_fixtures import (MAX_LENGTH, PAIRS, SENTENCES, VOCAB, expected_outputs,
                                   make_run)

@@ -1,9 +1,9 @@
-"""training.losses against hand computations in NumPy."""
+"""kerasbert.losses against hand computations in NumPy."""
 
 import numpy as np
 import pytest
 
-from training import losses
+from kerasbert import losses
 
 
 def _np(x):

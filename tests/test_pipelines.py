@@ -7,7 +7,8 @@ import tensorflow as tf
 from kerasbert.bert_tokenizer import BertTokenizer
 from training.pipelines import (PAD_INDEX, TaskBatches, batch_plan, make_eval_dataset,
                                 make_train_dataset, padding_waste, resolve_buckets, token_lengths)
-from training.readers import PairData, SentenceData, load_split
+from training.examples import PairData, SentenceData
+from training.readers import load_split
 
 WORDS = [f"w{i}" for i in range(40)]
 BUCKETS = (8, 16)

@@ -5,8 +5,9 @@ import logging
 import numpy as np
 import pytest
 
-from training.readers import (PairData, SentenceData, load_split, read_quora, read_sentiment,
-                              read_sts, resolve_data_dir, split_path)
+from training.examples import PairData, SentenceData
+from training.readers import (load_split, read_quora, read_sentiment, read_sts, resolve_data_dir,
+                              split_path)
 
 SENT_HEADER = "\tid\tsentence\tsentiment\n"
 PAIR_HEADER = "\tid\tsentence1\tsentence2\t{label}\n"

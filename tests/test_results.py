@@ -127,7 +127,7 @@ def test_em_summary_is_the_mean_of_its_members(data_dir):
 def test_em_test_predictions_were_made_by_its_members():
     # Test predictions come from the members' outputs or weights; the summary records
     # which trainings made them, and those must be the trainings the rows hold now.
-    from export.run_folder import training_version
+    from training.run_folder import training_version
 
     em = json.loads((RESULTS_DIR / "em" / "summary.json").read_text())
     assert em["test_members"] == em["members"]
@@ -139,7 +139,7 @@ def test_em_test_predictions_follow_the_members_trainings(tiny_data_dir, tmp_pat
     from training.predictions import write_predictions
 
     from experiments.ensemble import update_test_predictions
-    from export.run_folder import training_version
+    from training.run_folder import training_version
 
     sst, sts = load_split("sst", "test", tiny_data_dir), load_split("sts", "test", tiny_data_dir)
     results, runs, out = tmp_path / "results", tmp_path / "runs", tmp_path / "em"
@@ -287,7 +287,7 @@ def test_em_test_predictions_are_the_ensemble_mean(tiny_data_dir, tmp_path):
 def test_export_figures_say_whose_trainings_they_are(tmp_path):
     # The README's export figures come from the manifest and the latency JSON, and
     # their first line tracks whether the exported members are the rows' trainings.
-    from export.run_folder import training_version
+    from training.run_folder import training_version
 
     results = tmp_path / "results"
     for name in ("a", "b"):

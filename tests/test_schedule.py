@@ -1,4 +1,4 @@
-"""training.task_schedule and training.warmup_linear_decay."""
+"""training.engine: the task schedule and the learning-rate schedule."""
 
 from collections import Counter
 
@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from training.task_schedule import task_schedule
-from training.warmup_linear_decay import WarmupLinearDecay
+from training.engine import WarmupLinearDecay, task_schedule
 
 
 def test_round_robin_order_and_counts():

@@ -48,11 +48,24 @@ def _pick_batch(trainer, task):
             continue
         if task == "sts" and not ((y_ >= v.infonce_positive_threshold).any() and (y_ < 2.5).any()):
             continue
-        loss = float(trainer._task_loss(task, x, y))
+        loss = float(_task_loss(trainer, task, x, y))
         if loss > best_loss:
             best, best_loss = (x, y), loss
     assert best is not None, f"no suitable {task} batch"
     return best
+
+
+def _task_loss(trainer, task, x, y):
+    from kerasbert_lite.tasks import TASKS
+    output = TASKS[task].output
+    return trainer.model.task_loss({output: x}, {output: y}, trainer.variant.task_losses())[0]
+
+
+def _task_variables(trainer, task):
+    """The trainable variables of the sub-model the task's loss reads."""
+    from kerasbert_lite.tasks import TASKS
+    name = trainer.variant.task_losses().submodel(TASKS[task].output)
+    return trainer.model.task_model(name).trainable_variables
 
 
 def run_variants(names, model_dir, data_dir, out):
@@ -73,7 +86,7 @@ def run_variants(names, model_dir, data_dir, out):
             for task in trainer.train_tasks:
                 x, y = _pick_batch(trainer, task)
                 step = trainer._train_step(task)
-                variables = trainer._task_submodel(task).trainable_variables
+                variables = _task_variables(trainer, task)
                 before = [np.array(w.numpy()) for w in variables]
                 losses = [float(step(x, y))]
                 moved = sum(not np.array_equal(b, w.numpy()) for b, w in zip(before, variables))

@@ -8,6 +8,7 @@ user without the data learns it in a second, not after minutes of setup.
 import os
 from pathlib import Path
 
+from kerasbert_lite.tasks import MULTITASK, TASKS
 from training.readers import DATA_ENV_VAR, split_path
 
 # Where the files come from, for the message (the repository never holds them).
@@ -34,8 +35,9 @@ def required_files(variant, tasks=None, sentiment_task="sst"):
     """
     if variant.single_task:
         return [(sentiment_task, "train"), (sentiment_task, "dev")]
-    trained = [sentiment_task if t in ("sst", "cfimdb") else t for t in (tasks or variant.tasks)]
-    scored = (sentiment_task, "quora", "sts")
+    trained = [sentiment_task if TASKS[t].output == "sentiment" else t
+               for t in (tasks or variant.tasks)]
+    scored = (sentiment_task,) + tuple(t for t in MULTITASK if TASKS[t].output != "sentiment")
     return [(t, "train") for t in trained] + [(t, "dev") for t in scored]
 
 

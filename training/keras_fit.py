@@ -1,18 +1,20 @@
-"""Train `MultitaskBert` with plain `model.compile` / `model.fit`.
+"""Train `MultitaskBert` with plain `model.compile` / `model.fit`: the engine's second front-end.
 
-The custom loop in `training.multitask_trainer` trains one task per step and
-supports every variant. This module is the Keras-native alternative for the
-variants whose losses are functions of the model's *outputs*: the functional
-`MultitaskBert` is compiled with one loss per output and trained with
-`model.fit(jit_compile=True)`, each step running all three tasks on one batch
-each (the summed loss, i.e. "multitask" in the gradient sense).
+The custom loop in `training.multitask_trainer` trains one task per step;
+here `model.fit(jit_compile=True)` trains all three tasks on one batch each
+per step (the summed loss, i.e. "multitask" in the gradient sense). Both
+go through the same engine (`training.engine`): the same optimizer and
+schedule, and the same losses, computed by `MultitaskBert.train_step` from
+the variant's `kerasbert.losses.TaskLosses`, so every variant trains here,
+InfoNCE (in-batch negatives: the batch's other rows) included.
 
-* `compile_multitask(model, variant)`: per-output losses and metrics, AdamW
-  as the custom loop sets it up (encoder at `lr`, heads at `head_lr`, no
-  decay on LayerNorm / biases, global-norm clipping), XLA.
+* `compile_multitask(model, variant)`: the variant's losses, per-output
+  metrics, `training.engine.make_optimizer` (encoder at `lr`, heads at
+  `head_lr`, no decay on LayerNorm / biases, global-norm clipping), XLA.
 * `make_fit_dataset(data, tokenizer)`: SST, Quora and STS zipped into one
   `(x, y)` per step, each task at one fixed length so XLA compiles one program;
   every task is an endless stream of seeded epochs, so smaller tasks repeat.
+  Batches are tokenised by the custom loop's `TaskBatches`.
 * `compile_task(model, "sentiment")` + `make_task_dataset(sst, tokenizer)`:
   the single-task option (fit only the sentiment sub-model on SST).
 * `make_task_eval_dataset(dev, tokenizer)`: every dev example once, as
@@ -20,10 +22,6 @@ each (the summed loss, i.e. "multitask" in the gradient sense).
 * Precision as in the custom loop (`--precision`): call
   `training.precision.set_precision("auto")` (bf16 where the CPU or GPU has
   it) before building the model; the heads stay float32.
-
-InfoNCE variants (`infonce`, `infonce_plus`) need the sentence vectors and
-in-batch negatives, not just the outputs: train those with
-`python -m training.run`.
 
 Example (the whole multitask fit)::
 
@@ -36,7 +34,7 @@ Example (the whole multitask fit)::
     model = kerasbert.MultitaskBert(backbone, **get_variant("dps_mse").model_kwargs())
     data = {t: load_split(t, "train", "../shared/data") for t in ("sst", "quora", "sts")}
     ds, steps = make_fit_dataset(data, tokenizer, batch_size=32, seed=0)
-    compile_multitask(model, "dps_mse", total_steps=3 * steps)
+    compile_multitask(model, "dps_mse", total_steps=3 * steps)  # or "infonce", ...
     history = model.fit(ds, steps_per_epoch=steps, epochs=3)
 """
 
@@ -44,123 +42,67 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.head_rate_adamw import HeadRateAdamW
-from training.readers import PairData, SentenceData
-from training.pipelines import make_eval_dataset
-from training.streaming_pearson import StreamingPearson
-from training.thresholded_similarity_bce import ThresholdedSimilarityBCE
+from kerasbert_lite.tasks import OUTPUTS, TASKS, tasks_of_output
+from training.engine import make_optimizer
+from training.examples import PairData, SentenceData
+from training.metrics import StreamingPearson
+from training.pipelines import batch_fn, data_tensors, make_eval_dataset
 from training.train_config import TrainConfig
-from training.variants import TASK_OUTPUT, Variant, get_variant
-from training.warmup_linear_decay import WarmupLinearDecay
+from training.variants import Variant, get_variant
 
-OUTPUTS = ("sentiment", "paraphrase", "similarity")
-# The datasets (the trainer's names) that train each output.
-_DATASET_OF = {"sentiment": ("sst", "cfimdb"), "paraphrase": ("quora",), "similarity": ("sts",)}
 # Fixed sequence length per output. "bi" pads each sentence alone: 64 keeps
 # 99.9% of SST, 99.8% of Quora and 99.98% of STS sentences whole (train sets);
 # "cross" packs both sentences: 128 keeps 99.96% / 100% of Quora / STS pairs.
 DEFAULT_LENGTHS = {"bi": {"sentiment": 64, "paraphrase": 64, "similarity": 64},
                    "cross": {"sentiment": 64, "paraphrase": 128, "similarity": 128}}
 
-_RUN_HINT = "python -m training.run --variant {name}"
 # The custom loop's default rate for the freshly initialised heads.
 HEAD_LR = TrainConfig.head_lr
 
 
-def _check_variant(variant):
+def _variant(variant):
     variant = get_variant(variant) if isinstance(variant, str) else variant
     if not isinstance(variant, Variant):
         raise TypeError(f"variant must be a name or a training.variants.Variant, got {variant!r}")
-    if variant.similarity_loss == "infonce" or variant.quora_positives:
-        raise ValueError(
-            f"variant {variant.name!r} trains with InfoNCE, a contrastive loss on the sentence "
-            "vectors with in-batch negatives; it cannot be written as a loss on the model's "
-            "outputs, so model.fit cannot train it. Use the custom loop: "
-            + _RUN_HINT.format(name=variant.name))
     return variant
 
 
-def task_losses_and_metrics(variant):
-    """`(losses, metrics)`: dicts keyed by output name for `variant`.
-
-    Sentiment: sparse softmax cross-entropy on logits, accuracy. Paraphrase:
-    BCE on the logit, accuracy (logit > 0). Similarity: MSE (`mse`) or
-    `ThresholdedSimilarityBCE` (`bce_threshold`), Pearson r and MAE.
-    Raises `ValueError` for InfoNCE variants (see `compile_multitask`).
-    """
-    variant = _check_variant(variant)
-    similarity = {"mse": keras.losses.MeanSquaredError(name="mse"),
-                  "bce_threshold": ThresholdedSimilarityBCE()}[variant.similarity_loss]
-    losses = {
-        "sentiment": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        "paraphrase": keras.losses.BinaryCrossentropy(from_logits=True),
-        "similarity": similarity,
-    }
-    metrics = {
-        "sentiment": [keras.metrics.SparseCategoricalAccuracy(name="acc")],
+def task_metrics():
+    """`{output: [metrics]}` by the label kind of the tasks it trains (`kerasbert_lite.tasks`):
+    accuracy for classes and binary logits, Pearson r and MAE for scores."""
+    by_label = {
+        "class": lambda: [keras.metrics.SparseCategoricalAccuracy(name="acc")],
         # The output is a logit: > 0 means p > 0.5.
-        "paraphrase": [keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
-        "similarity": [StreamingPearson(name="pearson"),
-                       keras.metrics.MeanAbsoluteError(name="mae")],
+        "binary": lambda: [keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")],
+        "score": lambda: [StreamingPearson(name="pearson"),
+                          keras.metrics.MeanAbsoluteError(name="mae")],
     }
-    return losses, metrics
+    return {output: by_label[tasks_of_output(output)[0].label]() for output in OUTPUTS}
 
 
-def make_optimizer(lr, *, head_lr=None, head_variables=(), total_steps=None, warmup_ratio=0.1,
-                   weight_decay=0.01, clip_norm=1.0):
-    """AdamW as the custom loop builds it: BERT's decay exclusions, global-norm clipping.
-
-    Args:
-        lr: peak learning rate (of the encoder, when `head_lr` is given).
-        head_lr: peak learning rate of `head_variables` (a `HeadRateAdamW`);
-            None: one rate for everything (a plain `keras.optimizers.AdamW`).
-        head_variables: the variables that step at `head_lr`.
-        total_steps: when given, warm-up over `warmup_ratio * total_steps`
-            then linear decay to 0 (`WarmupLinearDecay`); else a constant `lr`.
-        warmup_ratio, weight_decay, clip_norm: as in `TrainConfig`.
-
-    Example:
-    >>> opt = make_optimizer(5e-5, total_steps=100)
-    >>> round(float(opt.learning_rate), 8)  # step 0 of the warm-up
-    0.0
-    """
-    schedule = (WarmupLinearDecay(lr, int(warmup_ratio * total_steps), total_steps)
-                if total_steps else lr)
-    kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clip_norm)
-    if head_lr is None or head_lr == lr:
-        optimizer = keras.optimizers.AdamW(**kwargs)
-    else:
-        optimizer = HeadRateAdamW(**kwargs, head_paths=[v.path for v in head_variables],
-                                  head_rate=head_lr / lr)
-    # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return optimizer
-
-
-def _head_variables(model, variables):
-    encoder = {id(v) for v in model.backbone.trainable_variables}
-    return [v for v in variables if id(v) not in encoder]
+def _optimizer(model, variant, lr, head_lr, total_steps, variables=None):
+    # No loss scale here: under mixed_float16, Model.compile wraps it itself.
+    lr = variant.lr if lr is None else lr
+    return make_optimizer(model, lr, lr if head_lr is None else head_lr, total_steps=total_steps,
+                          variables=variables)
 
 
 def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head_lr=HEAD_LR,
-                      total_steps=None, loss_weights=None, jit_compile=True, **compile_kwargs):
-    """Compiles a `MultitaskBert` for `model.fit` with one loss and metrics per output.
+                      total_steps=None, jit_compile=True, **compile_kwargs):
+    """Compiles a `MultitaskBert` for `model.fit` with the variant's losses and per-output metrics.
 
     Args:
         model: a `kerasbert.MultitaskBert` built with `variant.model_kwargs()`.
-        variant: a `training.variants.Variant` or its name. Its
-            `similarity_loss` picks the STS loss: `mse` -> MSE on the 0-5
-            score, `bce_threshold` -> `ThresholdedSimilarityBCE`; `infonce`
-            raises `ValueError` (use `python -m training.run`).
-        optimizer: a Keras optimizer; default `make_optimizer(lr, head_lr=...,
-            total_steps=...)`, as the custom loop builds its two AdamWs.
+        variant: a `training.variants.Variant` or its name; its
+            `task_losses()` are what `MultitaskBert.train_step` minimises
+            (the sum over the batch's outputs, InfoNCE included).
+        optimizer: a Keras optimizer; default `training.engine.make_optimizer`
+            (encoder at `lr`, heads at `head_lr`), as the custom loop's.
         lr: peak learning rate of the encoder (default `variant.lr`).
         head_lr: peak learning rate of the task heads (new weights; default
             `TrainConfig.head_lr`); None trains everything at `lr`.
         total_steps: steps of the whole fit, for warm-up + linear decay
-            (default: constant `lr`).
-        loss_weights: optional `{output: weight}`; default 1 each (the summed
-            loss the paper's round-robin also optimises, one task at a time).
+            (default: constant rates).
         jit_compile: XLA-compile the train/eval steps. Pass `True`, not
             `"auto"`: Keras' "auto" turns XLA off on CPU. On an idle CPU a
             MiniLM step takes about as long either way; on an oversubscribed
@@ -169,38 +111,31 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
             choice on a busy shared CPU (see benchmarks/train_throughput.py).
         **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
 
-    Side effects on `model`: the encoder is frozen for `frozen_encoder`
-    variants, and the unused tanh pooler under mean/[CLS] pooling.
+    Side effect on `model`: the unused tanh pooler under mean/[CLS] pooling
+    is frozen (before the optimizer is built).
 
     Returns:
         The model, compiled.
 
     Example:
     >>> from kerasbert import BertBackbone, BertConfig, MultitaskBert
-    >>> v = get_variant("dps_mse")
+    >>> v = get_variant("infonce")
     >>> model = MultitaskBert(BertBackbone.from_bert_config(BertConfig.tiny()), **v.model_kwargs())
     >>> compile_multitask(model, v).jit_compile
     True
-    >>> compile_multitask(model, "infonce")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: variant 'infonce' trains with InfoNCE, ...
     """
-    variant = _check_variant(variant)
-    if set(variant.tasks) <= set(_DATASET_OF["sentiment"]):
+    variant = _variant(variant)
+    if all(TASKS[t].output == "sentiment" for t in variant.tasks):
         raise ValueError(f"variant {variant.name!r} trains sentiment only: use "
                          "compile_task(model, 'sentiment', variant) and make_task_dataset")
     _check_layout(model, variant)
-    losses, metrics = task_losses_and_metrics(variant)
-    _set_trainable(model, variant)
+    _set_trainable(model)
     if optimizer is None:
-        optimizer = make_optimizer(
-            variant.lr if lr is None else lr, head_lr=head_lr, total_steps=total_steps,
-            head_variables=_head_variables(model, model.trainable_variables))
+        optimizer = _optimizer(model, variant, lr, head_lr, total_steps)
     # weighted_metrics, not metrics: Keras applies sample weights only to
     # those, and the eval datasets mark their padding rows with weight 0.
-    model.compile(optimizer=optimizer, loss=losses, weighted_metrics=metrics,
-                  loss_weights=loss_weights, jit_compile=jit_compile, **compile_kwargs)
+    model.compile(optimizer=optimizer, task_losses=variant.task_losses(),
+                  weighted_metrics=task_metrics(), jit_compile=jit_compile, **compile_kwargs)
     return model
 
 
@@ -210,7 +145,9 @@ def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=
 
     The sub-model shares its weights with `model`, so fitting it trains the
     shared encoder and that task's head (the single-task option, e.g. the
-    sentiment classifier on SST). It gets its own optimizer.
+    sentiment classifier on SST). It gets its own optimizer. Its loss is the
+    variant's (`TaskLosses.keras_loss`); a contrastive one (InfoNCE) needs
+    the vectors, so train that task with `compile_multitask`.
 
     Args:
         model: a `kerasbert.MultitaskBert`.
@@ -229,27 +166,19 @@ def compile_task(model, task="sentiment", variant="dps_mse", optimizer=None, lr=
     """
     if task not in OUTPUTS:
         raise ValueError(f"task must be one of {OUTPUTS}, got {task!r}")
-    variant = get_variant(variant) if isinstance(variant, str) else variant
-    # InfoNCE concerns STS (and Quora with quora_positives) only.
-    if task == "sentiment":
-        variant = variant.replace(similarity_loss="mse", quora_positives=False)
-    elif task == "paraphrase":
-        variant = variant.replace(similarity_loss="mse")
-    losses, metrics = task_losses_and_metrics(variant)
-    _set_trainable(model, variant)
+    variant = _variant(variant)
+    loss = variant.task_losses().keras_loss(task)
+    _set_trainable(model)
     submodel = model.task_model(task)
     if optimizer is None:
-        optimizer = make_optimizer(
-            variant.lr if lr is None else lr, head_lr=head_lr, total_steps=total_steps,
-            head_variables=_head_variables(model, submodel.trainable_variables))
-    submodel.compile(optimizer=optimizer, loss=losses[task], weighted_metrics=metrics[task],
+        optimizer = _optimizer(model, variant, lr, head_lr, total_steps,
+                               submodel.trainable_variables)
+    submodel.compile(optimizer=optimizer, loss=loss, weighted_metrics=task_metrics()[task],
                      jit_compile=jit_compile, **compile_kwargs)
     return submodel
 
 
-def _set_trainable(model, variant):
-    if variant.frozen_encoder:
-        model.backbone.trainable = False
+def _set_trainable(model):
     if getattr(model, "pooling", "pooled") != "pooled":
         # Under mean/[CLS] pooling no output uses the tanh pooler: freezing it
         # keeps it out of the optimizer (no slots, no "gradients do not exist"
@@ -271,9 +200,9 @@ def _check_layout(model, variant):
 def _output_of(key):
     if key in OUTPUTS:
         return key
-    if key in TASK_OUTPUT:
-        return TASK_OUTPUT[key]
-    raise ValueError(f"unknown task {key!r}; use {OUTPUTS} or {tuple(TASK_OUTPUT)}")
+    if key in TASKS:
+        return TASKS[key].output
+    raise ValueError(f"unknown task {key!r}; use {OUTPUTS} or {tuple(TASKS)}")
 
 
 def epoch_batches(num_examples, batch_size, seed, epoch, stream=0):
@@ -301,40 +230,15 @@ def _index_stream(num_examples, batch_size, seed, stream):
             epoch_batches(num_examples, batch_size, seed, epoch, stream)))
 
 
-def _tokenize_fn(data, tokenizer, length, pair_encoding):
-    """`indices -> (x, y)` for one task at one fixed length (static shapes)."""
-    if isinstance(data, PairData):
-        texts = (tf.constant(data.texts_a), tf.constant(data.texts_b))
-        labels = tf.constant(data.labels, tf.float32)
-    elif isinstance(data, SentenceData):
-        texts, labels = (tf.constant(data.texts),), tf.constant(data.labels, tf.int32)
-    else:
-        raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
-
-    def fixed(encoded, batch):
-        return {k: tf.ensure_shape(v, (batch, length)) for k, v in encoded.items()}
-
-    def fn(rows):
-        batch = rows.shape[0]
-        parts = [tf.gather(t, rows) for t in texts]
-        if len(parts) == 1:
-            x = fixed(tokenizer(parts[0], max_length=length), batch)
-        elif pair_encoding == "bi":
-            x = {"a": fixed(tokenizer(parts[0], max_length=length), batch),
-                 "b": fixed(tokenizer(parts[1], max_length=length), batch)}
-        else:
-            x = {"pair": fixed(tokenizer(parts[0], parts[1], max_length=length), batch)}
-        return x, tf.gather(labels, rows)
-
-    return fn
-
-
 def _task_stream(data, tokenizer, batch_size, length, seed, stream, pair_encoding):
     if not data.labeled:
         raise ValueError(f"{data.source}: cannot train on unlabeled data")
     if len(data) < batch_size:
         raise ValueError(f"{data.source}: {len(data)} examples make no batch of {batch_size}")
-    fn = _tokenize_fn(data, tokenizer, length, pair_encoding)
+    # The custom loop's batch function, at one fixed length (static shapes).
+    texts, labels = data_tensors(data)
+    fn = batch_fn(texts, labels, tokenizer, batch_size, length,
+                  pair_encoding if isinstance(data, PairData) else None)
     return (_index_stream(len(data), batch_size, seed, stream)
             .map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
@@ -458,7 +362,5 @@ def _steps(steps_per_epoch, counts):
                      f"got {steps_per_epoch!r}")
 
 
-__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "HeadRateAdamW", "StreamingPearson",
-           "ThresholdedSimilarityBCE", "compile_multitask", "compile_task", "epoch_batches",
-           "make_fit_dataset", "make_optimizer",
-           "make_task_dataset", "make_task_eval_dataset", "task_losses_and_metrics"]
+__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "compile_multitask", "compile_task", "epoch_batches",
+           "make_fit_dataset", "make_task_dataset", "make_task_eval_dataset", "task_metrics"]

@@ -1,30 +1,20 @@
-"""CS224N dev metrics and the overall scores."""
+"""CS224N dev metrics, the overall scores, and `StreamingPearson` for `model.fit`."""
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-METRIC_NAMES = {"sst": "sst_acc", "cfimdb": "cfimdb_acc", "quora": "quora_acc", "sts": "sts_pearson"}
+from kerasbert_lite.tasks import METRIC_NAMES, get_task  # noqa: F401
 
 
 def predicted_labels(task, outputs):
-    """Model outputs -> the predictions the CS224N files hold."""
-    outputs = np.asarray(outputs)
-    if task in ("sst", "cfimdb"):
-        return outputs.argmax(axis=-1).astype(np.int64)
-    if task == "quora":
-        return (outputs > 0).astype(np.int64)  # a logit: > 0 means p > 0.5
-    return outputs.astype(np.float64)
+    """Model outputs -> the predictions the CS224N files hold (`Task.predicted`)."""
+    return get_task(task).predicted(outputs)
 
 
 def task_metric(task, predictions, labels):
-    """Accuracy for classification tasks, Pearson r for STS."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if len(predictions) != len(labels):
-        raise ValueError(f"{task}: {len(predictions)} predictions for {len(labels)} labels")
-    if task == "sts":
-        if np.std(predictions) == 0 or np.std(labels) == 0:
-            return 0.0  # a constant prediction has no correlation
-        return float(np.corrcoef(predictions, labels)[0, 1])
-    return float(np.mean(predictions == labels.astype(np.int64)))
+    """Accuracy for classification tasks, Pearson r for STS (`Task.score`)."""
+    return get_task(task).score(predictions, labels)
 
 
 def selection_score(metrics, tasks=None):
@@ -48,8 +38,9 @@ def selection_score(metrics, tasks=None):
         missing = [METRIC_NAMES[t] for t in tasks if METRIC_NAMES[t] not in metrics]
         if missing:
             raise ValueError(f"no dev {', '.join(missing)} to select an epoch by in {sorted(metrics)}")
-        parts = [(metrics[METRIC_NAMES[t]] + 1) / 2 if t == "sts" else metrics[METRIC_NAMES[t]]
-                 for t in tasks]
+        # Pearson r maps from [-1, 1] to [0, 1], as in the CS224N overall score.
+        parts = [(metrics[METRIC_NAMES[t]] + 1) / 2 if get_task(t).label == "score"
+                 else metrics[METRIC_NAMES[t]] for t in tasks]
         return float(np.mean(parts))
     for key in ("overall_cs224n", "overall_mean", "cfimdb_acc"):
         if key in metrics:
@@ -72,3 +63,49 @@ def overall_scores(metrics):
         out["overall_cs224n"] = float(
             (metrics["sst_acc"] + metrics["quora_acc"] + (metrics["sts_pearson"] + 1) / 2) / 3)
     return out
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class StreamingPearson(keras.metrics.Metric):
+    """Pearson r between predictions and labels over every example seen.
+
+    Unlike `keras.metrics.PearsonCorrelation` (a mean of per-batch
+    correlations), this accumulates sums over the whole epoch, so it is the
+    CS224N STS metric (`np.corrcoef` over the dev set) when `evaluate` sees
+    each dev example once. Rows with sample weight 0 (padding) are ignored.
+
+    Example:
+    >>> m = StreamingPearson()
+    >>> m.update_state([1.0, 2.0], [1.0, 2.5]); m.update_state([3.0], [2.9])
+    >>> round(float(m.result()), 4)  # np.corrcoef([1, 2, 3], [1, 2.5, 2.9])[0, 1]
+    0.9484
+    """
+
+    _SUMS = ("n", "x", "y", "xx", "yy", "xy")
+
+    def __init__(self, name="pearson", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self._sums = [self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                                        name=f"sum_{k}") for k in self._SUMS]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        x = tf.reshape(tf.cast(y_pred, tf.float32), [-1])
+        w = (tf.ones_like(x) if sample_weight is None
+             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        for var, value in zip(self._sums, (w, w * x, w * y, w * x * x, w * y * y, w * x * y)):
+            var.assign_add(tf.reduce_sum(value))
+
+    def result(self):
+        n, sx, sy, sxx, syy, sxy = (tf.maximum(s, 0.0) if k in ("n", "xx", "yy") else s
+                                    for k, s in zip(self._SUMS, self._sums))
+        n = tf.maximum(n, 1.0)
+        cov = sxy / n - (sx / n) * (sy / n)
+        var_x = tf.maximum(sxx / n - tf.square(sx / n), 0.0)
+        var_y = tf.maximum(syy / n - tf.square(sy / n), 0.0)
+        # A constant prediction has no correlation: 0, as training.metrics says.
+        return tf.math.divide_no_nan(cov, tf.sqrt(var_x * var_y))
+
+    def reset_state(self):
+        for var in self._sums:
+            var.assign(0.0)

@@ -14,30 +14,39 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 import kerasbert
-from training import losses
-from training.atomic_write import atomic_write, atomic_write_text
+from kerasbert.from_pretrained import DEFAULT_MODEL
+from kerasbert_lite.tasks import MULTITASK, get_task
+from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
+                             train_step_function)
+from training import run_folder as rf
+from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
-from training.non_finite_loss import NonFiniteLoss
 from training.pipelines import TaskBatches
 from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
-from training.task_schedule import task_schedule
 from training.train_config import TrainConfig
-from training.variants import TASK_OUTPUT, get_variant
-from training.warmup_linear_decay import WarmupLinearDecay
+from training.variants import get_variant
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "latest.json"
-# The checkpoint before the latest: what --resume falls back to when the
-# latest is unreadable. Its arrays file is kept until a newer one is complete.
-PREVIOUS_STATE_FILE = "previous.json"
+CHECKPOINT_DIR, STATE_FILE, PREVIOUS_STATE_FILE = rf.CHECKPOINTS, rf.LATEST_STATE, rf.PREVIOUS_STATE
 _STATE_KEYS = ("epoch", "position", "global_step", "history", "best_score", "best_epoch",
                "loss_sums", "arrays")
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or infinite; the run stopped before saving it.
+
+    `MultitaskTrainer.train` raises it naming the task, step and epoch, and where the
+    last good checkpoint is; `python -m training.run` prints that message and exits 2.
+
+    Example:
+    >>> isinstance(NonFiniteLoss("sst loss is nan at step 12 (epoch 1)"), RuntimeError)
+    True
+    """
 
 
 def default_strategy():
@@ -111,7 +120,9 @@ class MultitaskTrainer:
         if sentiment not in SENTIMENT_CLASSES:
             raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
         self.train_tasks = trained_tasks(config, self.variant)
-        self.eval_tasks = (sentiment,) if self.variant.single_task else (sentiment, "quora", "sts")
+        self.eval_tasks = ((sentiment,) if self.variant.single_task
+                           else (sentiment,) + tuple(t for t in MULTITASK
+                                                     if get_task(t).output != "sentiment"))
         if config.mode not in ("finetune", "frozen"):
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
         self.lr = config.lr if config.lr is not None else self.variant.lr
@@ -147,12 +158,12 @@ class MultitaskTrainer:
             positions = backbone.bert_config.max_sequence_length
             if cfg.max_length > positions:
                 raise ValueError(f"--max-length must be at most {positions} for "
-                                 f"{cfg.model or kerasbert.DEFAULT_MODEL} (its position "
+                                 f"{cfg.model or DEFAULT_MODEL} (its position "
                                  f"embeddings), got {cfg.max_length}")
             self.model = kerasbert.MultitaskBert(
                 backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],
                 **self.variant.model_kwargs())
-            if cfg.mode == "frozen" or self.variant.frozen_encoder:
+            if cfg.mode == "frozen":
                 backbone.trainable = False
 
         def batches(data, batch_size, buckets=self.buckets):
@@ -173,136 +184,22 @@ class MultitaskTrainer:
                                  f"make no batch of {cfg.batch_size}; lower --batch-size")
         self.steps_per_epoch = sum(self.batch_counts.values())
         total = self.steps_per_epoch * cfg.epochs
-        encoder_ids = {id(v) for v in self.model.backbone.trainable_variables}
-        encoder_vars = [v for v in self.model.trainable_variables if id(v) in encoder_ids]
-        head_vars = [v for v in self.model.trainable_variables if id(v) not in encoder_ids]
-
-        def adamw(peak):
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=WarmupLinearDecay(peak, int(cfg.warmup_ratio * total), total),
-                weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm)
-            # BERT's recipe: no decay on LayerNorm scales/offsets and biases.
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-            if self.precision.policy == "mixed_float16":
-                # float16 gradients underflow without a loss scale (bf16 has
-                # float32's exponent range and needs none).
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            return optimizer
-
         with self.strategy.scope():
-            # Two AdamWs: the pretrained encoder moves at `lr`, the freshly
-            # initialised heads at `head_lr`. Adam moves each weight by about
-            # its learning rate per step, so at 5e-5 a head bias needs
-            # thousands of steps to reach a useful offset.
-            self.optimizer = adamw(self.lr)
-            self.optimizer.build(encoder_vars)
-            self.head_optimizer = adamw(self.head_lr)
-            self.head_optimizer.build(head_vars)
+            self.optimizer = make_optimizer(
+                self.model, self.lr, self.head_lr, total_steps=total,
+                warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16")
         return self
 
     # ------------------------------------------------------------------ steps
-    def _task_loss(self, task, x, y):
-        # `_task_submodel` picks the sub-model; here only the loss on its output.
-        v = self.variant
-        out = self._task_submodel(task)(x, training=True)
-        if task in SENTIMENT_CLASSES:
-            return losses.sentiment_cross_entropy(out, y)
-        if task == "quora":
-            if v.quora_positives:
-                return (losses.binary_cross_entropy_logits(out["paraphrase"], y)
-                        + losses.info_nce(out["a"], out["b"], y > 0.5, v.infonce_temperature))
-            return losses.binary_cross_entropy_logits(out, y)
-        if v.similarity_loss == "infonce":
-            loss = losses.info_nce(out["a"], out["b"], y >= v.infonce_positive_threshold,
-                                   v.infonce_temperature)
-            if v.infonce_mse_weight:
-                loss += v.infonce_mse_weight * losses.similarity_mse(out["similarity"], y)
-            return loss
-        return losses.SIMILARITY_LOSSES[v.similarity_loss](out, y)
-
-    def _task_submodel(self, task):
-        v = self.variant
-        if task in SENTIMENT_CLASSES:
-            return self.model.task_model("sentiment")
-        if task == "quora":
-            return self.model.task_model("paraphrase_with_vectors" if v.quora_positives else "paraphrase")
-        if v.similarity_loss == "infonce":
-            return self.model.task_model("similarity_with_vectors")
-        return self.model.task_model("similarity")
-
     def _train_step(self, task):
-        if task in self._steps:
-            return self._steps[task]
-        variables = self._task_submodel(task).trainable_variables
-        replicas = self.strategy.num_replicas_in_sync
-        jit = self.jit_compile
-
-        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-
-        def gradients(x, y):
-            with tf.GradientTape() as tape:
-                loss = self._task_loss(task, x, y)
-                # Each replica holds 1/replicas of the global batch; summing
-                # the replicas' gradients then gives the global-mean gradient.
-                scaled = loss / replicas
-                if loss_scaled:
-                    scaled = self.optimizer.scale_loss(scaled)
-            # Gradients only: a tf.function would return variables as tensors.
-            return loss, tape.gradient(scaled, variables)
-
-        encoder_ids = {id(w) for w in self.model.backbone.trainable_variables}
-
-        def apply(grads, summed=False):
-            # Variables the task does not reach (the tanh pooler under mean
-            # pooling, say) get no gradient; leave them out of the update.
-            pairs = [(g, w) for g, w in zip(grads, variables) if g is not None]
-            for optimizer, in_encoder in ((self.optimizer, True), (self.head_optimizer, False)):
-                group = [(g, w) for g, w in pairs if (id(w) in encoder_ids) == in_encoder]
-                if not group:
-                    continue
-                group_grads = [g for g, _ in group]
-                if loss_scaled and not in_encoder:
-                    # The tape scaled by the encoder optimizer's loss scale;
-                    # the head optimizer unscales by its own.
-                    ratio = self.head_optimizer.dynamic_scale / self.optimizer.dynamic_scale
-                    group_grads = [_scale(g, ratio) for g in group_grads]
-                if summed:
-                    # Mirrored: Keras clips by global norm before its own
-                    # all-reduce, i.e. each replica's part, which is not the
-                    # one-device update. Clip the all-reduced (global)
-                    # gradient here, as one device would, and hand Keras
-                    # equal shares of it, which its all-reduce sums back.
-                    if optimizer.global_clipnorm:
-                        group_grads, _ = tf.clip_by_global_norm(group_grads,
-                                                                optimizer.global_clipnorm)
-                    group_grads = [_scale(g, 1.0 / replicas) for g in group_grads]
-                optimizer.apply(group_grads, [w for _, w in group])
-
-        if replicas == 1:
-            def step(x, y):
-                loss, grads = gradients(x, y)
-                apply(grads)
-                return loss
-            # One trace with a generic length; XLA still compiles one program
-            # per concrete bucket shape, which is the few the buckets allow.
-            fn = tf.function(step, jit_compile=jit, reduce_retracing=True)
-        else:
-            compiled = tf.function(gradients, jit_compile=jit, reduce_retracing=True)
-
-            @tf.function(reduce_retracing=True)
-            def fn(x, y):
-                def replica_step(x, y):
-                    loss, grads = compiled(x, y)
-                    # One all-reduce more than Keras' own: see `apply`.
-                    total = iter(tf.distribute.get_replica_context().all_reduce(
-                        "SUM", [g for g in grads if g is not None]))
-                    apply([None if g is None else next(total) for g in grads], summed=True)
-                    return loss
-                per_replica = self.strategy.run(replica_step, args=(x, y))
-                return self.strategy.reduce("MEAN", per_replica, axis=None)
-
-        self._steps[task] = fn
-        return fn
+        """The compiled step of `task`: `(x, y) -> loss`, one update of `self.optimizer`."""
+        if task not in self._steps:
+            self._steps[task] = train_step_function(
+                self.model, self.optimizer, self.variant.task_losses(),
+                output=get_task(task).output, jit_compile=self.jit_compile,
+                strategy=self.strategy)
+        return self._steps[task]
 
     def _distribute(self, x, y):
         replicas = self.strategy.num_replicas_in_sync
@@ -318,7 +215,7 @@ class MultitaskTrainer:
     # -------------------------------------------------------------- evaluate
     def _predictor(self, task):
         if task not in self._predictors:
-            submodel = self.model.task_model(TASK_OUTPUT[task])
+            submodel = self.model.task_model(get_task(task).output)
             self._predictors[task] = tf.function(
                 lambda x: submodel(x, training=False), jit_compile=self.jit_compile,
                 reduce_retracing=True)
@@ -360,9 +257,8 @@ class MultitaskTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"step-{state['global_step']:08d}.npz"
         arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
-        for prefix, optimizer in (("optimizer", self.optimizer), ("head_optimizer", self.head_optimizer)):
-            arrays.update({f"{prefix}_{i}": np.asarray(v.numpy())
-                           for i, v in enumerate(optimizer.variables)})
+        arrays.update({f"optimizer_{i}": np.asarray(v.numpy())
+                       for i, v in enumerate(self.optimizer.variables)})
         atomic_write(folder / name, lambda f: np.savez(f, **arrays))
         # The state file names the arrays file and is replaced last, so a kill
         # at any point leaves a state that points at a complete checkpoint.
@@ -421,13 +317,16 @@ class MultitaskTrainer:
         if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
             raise ValueError(f"{state_path}: not a checkpoint state (needs keys {list(_STATE_KEYS)})")
         arrays_path = state_path.parent / str(state["arrays"])
-        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables),
-                  ("head_optimizer", self.head_optimizer.variables))
+        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables))
         try:
             with np.load(arrays_path) as stored:
                 values = {key: stored[key] for key in stored.files}
         except Exception as e:  # noqa: BLE001  missing, truncated zip, bad member: all unusable
             raise ValueError(f"{arrays_path}: unreadable ({type(e).__name__}: {e})") from e
+        if "head_optimizer_0" in values:
+            raise ValueError(f"{arrays_path}: written by an older version (two optimizers, "
+                             "now one MultiOptimizer); it cannot be resumed. Start the run "
+                             "again in another --out")
         for prefix, variables in groups:
             count = sum(1 for k in values if k.startswith(prefix + "_"))
             if count != len(variables):
@@ -446,7 +345,7 @@ class MultitaskTrainer:
     # ------------------------------------------------------------------ train
     def _check_run_folder(self, resume):
         """Refuses a resume with other settings, or a new run over a started one."""
-        config_path = self.out / "config.json"
+        config_path = self.out / rf.CONFIG
         if config_path.is_file():
             try:
                 record = json.loads(config_path.read_bytes())
@@ -475,7 +374,6 @@ class MultitaskTrainer:
                     "another --out")
 
     def _write_run_record(self):
-        config_path = self.out / "config.json"
         record = json.loads(self.config.to_json())
         # What export needs to rebuild the text pipeline without the training code.
         record.update(precision_used=self.precision.policy,
@@ -484,8 +382,8 @@ class MultitaskTrainer:
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
                       lr_used=self.lr, head_lr_used=self.head_lr,
                       variant_definition=self.variant.__dict__)
-        atomic_write_text(config_path, json.dumps(record, indent=2, default=list))
-        atomic_write(self.out / "vocab.txt", self.tokenizer.save_vocabulary, suffix=".txt")
+        rf.write_config(self.out, record)
+        atomic_write(self.out / rf.VOCAB, self.tokenizer.save_vocabulary, suffix=".txt")
 
     def train(self, resume=False, kill_after_steps=None):
         """Runs (or resumes) the whole training; returns the summary dict.
@@ -512,10 +410,9 @@ class MultitaskTrainer:
             print(f"no checkpoint in {self.out}; starting from scratch", file=sys.stderr)
         state = state or {"epoch": 0, "position": 0, "global_step": 0, "history": [],
                           "best_score": None, "best_epoch": None, "loss_sums": {}}
-        metrics_path = self.out / "metrics.jsonl"
         # Epochs finished after the checkpoint are redone: drop their lines.
-        _write_history(metrics_path, state["history"])
-        writer = tf.summary.create_file_writer(str(self.out / "tensorboard"))
+        rf.write_history(self.out, state["history"])
+        writer = tf.summary.create_file_writer(str(self.out / rf.TENSORBOARD))
         interactive = sys.stderr.isatty()
 
         for epoch in range(state["epoch"], cfg.epochs):
@@ -551,7 +448,8 @@ class MultitaskTrainer:
                         for task in sorted({t for t, _ in values}):
                             tf.summary.scalar(f"loss/{task}", np.mean(
                                 [v for t, v in values if t == task]))
-                        tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate))
+                        tf.summary.scalar("learning_rate",
+                                          float(encoder_learning_rate(self.optimizer)))
 
             for position in range(start, len(order)):
                 task = order[position]
@@ -578,7 +476,7 @@ class MultitaskTrainer:
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
             state["history"].append(record)
-            _write_history(metrics_path, state["history"])
+            rf.write_history(self.out, state["history"])
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
@@ -586,7 +484,7 @@ class MultitaskTrainer:
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
-                atomic_write(self.out / "best.keras", self.model.save, suffix=".keras")
+                atomic_write(self.out / rf.BEST_MODEL, self.model.save, suffix=".keras")
                 # The best epoch's dev outputs, written now so the end of the
                 # run need not score dev a second time.
                 self._write_dev_outputs(predictions, raw)
@@ -598,13 +496,13 @@ class MultitaskTrainer:
         return self._finish(state)
 
     def _write_dev_outputs(self, predictions, raw):
-        pred_dir = self.out / "predictions"
+        pred_dir = self.out / rf.PREDICTIONS
         for task, preds in predictions.items():
             write_predictions(pred_dir, task, "dev", self.dev_batches[task].data.ids, preds)
         # Raw outputs keyed by id: ensembles of finished runs are scored (dev)
         # and predict (test) from these files without loading a model
         # (experiments.ensemble).
-        _write_raw_outputs(pred_dir / "dev-outputs.npz",
+        rf.write_raw_outputs(pred_dir / rf.DEV_OUTPUTS,
                            {t: (self.dev_batches[t].data.ids, raw[t]) for t in raw})
 
     def _read_dev_outputs(self, path):
@@ -621,12 +519,10 @@ class MultitaskTrainer:
 
     def _finish(self, state):
         """Restores the best epoch, writes predictions and the learning-curve plot."""
-        from training.plots import plot_learning_curves
-
-        self.model.load_weights(self.out / "best.keras")
+        self.model.load_weights(self.out / rf.BEST_MODEL)
         metrics = state["history"][state["best_epoch"] - 1]["dev"]
-        pred_dir = self.out / "predictions"
-        raw = (self._read_dev_outputs(pred_dir / "dev-outputs.npz")
+        pred_dir = self.out / rf.PREDICTIONS
+        raw = (self._read_dev_outputs(pred_dir / rf.DEV_OUTPUTS)
                if state.get("dev_outputs_epoch") == state["best_epoch"] else None)
         if raw is None:
             # A run folder from before the dev outputs were kept per epoch,
@@ -650,11 +546,11 @@ class MultitaskTrainer:
             write_predictions(pred_dir, task, "test", batches.data.ids,
                               predicted_labels(task, outputs))
         if test_raw:
-            _write_raw_outputs(pred_dir / "test-outputs.npz", test_raw)
+            rf.write_raw_outputs(pred_dir / rf.TEST_OUTPUTS, test_raw)
         else:  # none left from an earlier scoring against other test files
-            (pred_dir / "test-outputs.npz").unlink(missing_ok=True)
-        atomic_write(self.out / "learning_curves.png",
-                     lambda path: plot_learning_curves(
+            (pred_dir / rf.TEST_OUTPUTS).unlink(missing_ok=True)
+        atomic_write(self.out / rf.LEARNING_CURVES,
+                     lambda path: _plot_learning_curves(
                          state["history"], path,
                          title=f"{self.variant.name}: {self.variant.description}"),
                      suffix=".png")
@@ -663,15 +559,8 @@ class MultitaskTrainer:
                    "minutes_per_epoch": round(np.mean(
                        [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
                    if state["history"] else None}
-        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        rf.write_summary(self.out, summary)
         return summary
-
-
-def _scale(gradient, factor):
-    """`gradient * factor` for a dense tensor or `tf.IndexedSlices` (embedding lookups)."""
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
-    return gradient * factor
 
 
 def _epoch_line(record, improved):
@@ -682,19 +571,31 @@ def _epoch_line(record, improved):
     return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
             f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
 
+def _plot_learning_curves(history, path, title=""):
+    """Per-task train loss and dev metrics per epoch, side by side, saved as PNG."""
+    import matplotlib
 
-def _write_raw_outputs(path, by_task):
-    """`{task}_ids` and `{task}_outputs` arrays from `{task: (ids, outputs)}`."""
-    arrays = {}
-    for task, (ids, outputs) in by_task.items():
-        arrays[f"{task}_ids"] = np.asarray(ids)
-        arrays[f"{task}_outputs"] = outputs
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
 
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [h["epoch"] for h in history]
+    for task in sorted({t for h in history for t in h["train_loss"]}):
+        left.plot(epochs, [h["train_loss"].get(task, float("nan")) for h in history],
+                  marker="o", label=task)
+    left.set(xlabel="epoch", ylabel="mean train loss", title="training loss")
+    left.legend()
+    for name in sorted({m for h in history for m in h["dev"]}):
+        right.plot(epochs, [h["dev"].get(name, float("nan")) for h in history],
+                   marker="o", label=name)
+    right.set(xlabel="epoch", ylabel="score", title="dev metrics")
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-def _write_history(path, history):
-    """metrics.jsonl, one line per finished epoch, replaced whole (never appended to)."""
-    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
 def _state_text_and_arrays(path):

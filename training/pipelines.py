@@ -34,7 +34,7 @@ tensor listed is int32 unless said otherwise):
 
 Example:
 >>> from kerasbert.bert_tokenizer import BertTokenizer
->>> from training.readers import SentenceData
+>>> from training.examples import SentenceData
 >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film"])
 >>> data = SentenceData(["a", "b", "c"], ["good film", "bad", "good good bad film"],
 ...                     np.array([1, 0, 1], np.int32), "toy")
@@ -49,7 +49,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from training.readers import PairData, SentenceData
+from training.examples import PairData, SentenceData
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class TaskBatches:
 
     Example:
     >>> from kerasbert.bert_tokenizer import BertTokenizer
-    >>> from training.readers import PairData
+    >>> from training.examples import PairData
     >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "how", "old", "age"])
     >>> data = PairData(["p", "q"], ["how old", "age"], ["age", "how old"],
     ...                 np.array([1.0, 0.0], np.float32), "toy")
@@ -325,39 +325,55 @@ class TaskBatches:
 
     def _tensors(self):
         if self._texts is None:
-            data = self.data
-            if self.is_pair:
-                self._texts = (tf.constant(data.texts_a), tf.constant(data.texts_b))
-            else:
-                self._texts = (tf.constant(data.texts),)
-            dtype = tf.float32 if self.is_pair else tf.int32
-            self._labels = None if data.labels is None else tf.constant(data.labels, dtype)
+            self._texts, self._labels = data_tensors(self.data)
         return self._texts, self._labels
 
     def _batch_fn(self, length, texts, labels, eval_fields):
-        tokenizer, batch_size = self.tokenizer, self.batch_size
-        encoding = self.pair_encoding
+        return batch_fn(texts, labels, self.tokenizer, self.batch_size, length,
+                        self.pair_encoding, eval_fields)
 
-        def fixed(encoded):
-            return {k: tf.ensure_shape(v, (batch_size, length)) for k, v in encoded.items()}
 
-        def fn(rows):
-            real = rows >= 0
-            index = tf.where(real, rows, 0)
-            parts = [tf.gather(t, index) for t in texts]
-            if encoding is None:
-                x = fixed(tokenizer(parts[0], max_length=length))
-            elif encoding == "bi":
-                x = {"a": fixed(tokenizer(parts[0], max_length=length)),
-                     "b": fixed(tokenizer(parts[1], max_length=length))}
-            else:
-                x = {"pair": fixed(tokenizer(parts[0], parts[1], max_length=length))}
-            y = None if labels is None else tf.gather(labels, index)
-            if not eval_fields:
-                return x, y
-            return x, y, tf.cast(real, tf.float32), index
+def data_tensors(data):
+    """`(texts, labels)`: a tuple of string tensors (one, or a and b) and the label tensor."""
+    if isinstance(data, PairData):
+        texts = (tf.constant(data.texts_a), tf.constant(data.texts_b))
+    elif isinstance(data, SentenceData):
+        texts = (tf.constant(data.texts),)
+    else:
+        raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
+    dtype = tf.float32 if isinstance(data, PairData) else tf.int32
+    return texts, None if data.labels is None else tf.constant(data.labels, dtype)
 
-        return fn
+
+def batch_fn(texts, labels, tokenizer, batch_size, length, pair_encoding, eval_fields=False):
+    """`rows -> (x, y)` (or `(x, y, weight, index)`): one batch at one length, in `tf.data`.
+
+    The one tokenising step of every training pipeline: the custom loop's
+    bucketed `TaskBatches` and `model.fit`'s fixed-length streams
+    (`training.keras_fit`). `rows` (batch_size,) int32 indexes `texts`;
+    `PAD_INDEX` rows become example 0 with weight 0. `pair_encoding` is
+    None for single sentences.
+    """
+    def fixed(encoded):
+        return {k: tf.ensure_shape(v, (batch_size, length)) for k, v in encoded.items()}
+
+    def fn(rows):
+        real = rows >= 0
+        index = tf.where(real, rows, 0)
+        parts = [tf.gather(t, index) for t in texts]
+        if len(parts) == 1:
+            x = fixed(tokenizer(parts[0], max_length=length))
+        elif pair_encoding == "bi":
+            x = {"a": fixed(tokenizer(parts[0], max_length=length)),
+                 "b": fixed(tokenizer(parts[1], max_length=length))}
+        else:
+            x = {"pair": fixed(tokenizer(parts[0], parts[1], max_length=length))}
+        y = None if labels is None else tf.gather(labels, index)
+        if not eval_fields:
+            return x, y
+        return x, y, tf.cast(real, tf.float32), index
+
+    return fn
 
 
 def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,

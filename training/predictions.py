@@ -4,20 +4,14 @@ import csv
 import io
 from pathlib import Path
 
-from training.atomic_write import atomic_write_text
+from training.run_folder import atomic_write_text
 
-# File stem and column of each task, as in the CS224N starter's outputs.
-PREDICTION_FILES = {
-    "sst": ("sst", "Predicted_Sentiment"),
-    "cfimdb": ("cfimdb", "Predicted_Sentiment"),
-    "quora": ("para", "Predicted_Is_Paraphrase"),
-    "sts": ("sts", "Predicted_Similarity"),
-}
+from kerasbert_lite.tasks import get_task
 
 
 def prediction_path(folder, task, split):
     """`folder/{sst,para,sts,cfimdb}-{dev,test}-output.csv`: a prediction file's CS224N name."""
-    return Path(folder) / f"{PREDICTION_FILES[task][0]}-{split}-output.csv"
+    return Path(folder) / get_task(task).prediction_file(split)
 
 
 def write_predictions(folder, task, split, ids, predictions):
@@ -26,7 +20,7 @@ def write_predictions(folder, task, split, ids, predictions):
     The file is replaced whole (`atomic_write`): a kill leaves the old one or
     the new one, never a part. Ids must be unique.
     """
-    column = PREDICTION_FILES[task][1]
+    column = get_task(task).prediction_column
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = prediction_path(folder, task, split)
     if len(ids) != len(predictions):
@@ -39,7 +33,7 @@ def write_predictions(folder, task, split, ids, predictions):
     writer = csv.writer(text)
     writer.writerow(["id", column])
     for example_id, value in zip(ids, predictions):
-        writer.writerow([example_id, f"{value:.4f}" if task == "sts" else int(value)])
+        writer.writerow([example_id, get_task(task).format_prediction(value)])
     atomic_write_text(path, text.getvalue())
     return path
 

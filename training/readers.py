@@ -25,6 +25,7 @@ Example:
 """
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -33,16 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-# The records the readers return, importable from here as before.
-from training.pair_data import PairData  # noqa: F401
-from training.sentence_data import SentenceData  # noqa: F401
-from training.skipped_row import SkippedRow  # noqa: F401
+from kerasbert_lite.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
+from training.examples import PairData, SentenceData, SkippedRow
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("sst", "cfimdb", "quora", "sts")
-SPLITS = ("train", "dev", "test")
-SENTIMENT_CLASSES = {"sst": 5, "cfimdb": 2}
 DATA_ENV_VAR = "KERASBERT_DATA"
 
 # Shown per file in the logged summary; the full list is on `.skipped`.
@@ -60,13 +56,8 @@ def read_sentiment(path, num_classes, labeled=True):
     Returns:
         `SentenceData` with int32 labels (None when unlabeled).
     """
-    label_column = "sentiment" if labeled else None
-    rows, skipped = _read_rows(
-        path, ("id", "sentence"), label_column,
-        lambda text: _parse_class(text, num_classes))
-    labels = np.array([r[2] for r in rows], np.int32) if labeled else None
-    return SentenceData(ids=[r[0] for r in rows], texts=[r[1][0] for r in rows],
-                        labels=labels, source=str(path), skipped=skipped)
+    task = TASKS["cfimdb" if num_classes == 2 else "sst"]
+    return read_task(dataclasses.replace(task, num_classes=num_classes), path, labeled)
 
 
 def read_quora(path, labeled=True):
@@ -75,22 +66,12 @@ def read_quora(path, labeled=True):
     Labels are given as "0.0"/"1.0" (plain "0"/"1" accepted too) and come
     back as float32 0/1; anything else skips the row.
     """
-    label_column = "is_duplicate" if labeled else None
-    return _read_pairs(path, label_column, _parse_binary)
+    return read_task(TASKS["quora"], path, labeled)
 
 
 def read_sts(path, labeled=True):
     """Reads an STS file: `id`, `sentence1`, `sentence2`, `similarity` (float in [0, 5])."""
-    label_column = "similarity" if labeled else None
-    return _read_pairs(path, label_column, lambda text: _parse_range(text, 0.0, 5.0))
-
-
-def _read_pairs(path, label_column, parse_label):
-    rows, skipped = _read_rows(path, ("id", "sentence1", "sentence2"), label_column, parse_label)
-    labels = np.array([r[2] for r in rows], np.float32) if label_column else None
-    return PairData(ids=[r[0] for r in rows], texts_a=[r[1][0] for r in rows],
-                    texts_b=[r[1][1] for r in rows], labels=labels,
-                    source=str(path), skipped=skipped)
+    return read_task(TASKS["sts"], path, labeled)
 
 
 def _read_rows(path, columns, label_column, parse_label):
@@ -251,39 +232,46 @@ def _parse_range(text, low, high):
     return value, None
 
 
-_FILE_STEMS = {"sst": "ids-sst", "cfimdb": "ids-cfimdb", "quora": "quora", "sts": "sts"}
-_SPLIT_SUFFIX = {"train": "train", "dev": "dev", "test": "test-student"}
-
-
 def split_path(task, split, data_dir):
     """The file of `task`/`split` in `data_dir`, e.g. ("sst", "test") -> ids-sst-test-student.csv."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return Path(data_dir) / f"{_FILE_STEMS[task]}-{_SPLIT_SUFFIX[split]}.csv"
+    return Path(data_dir) / get_task(task).file(split)
 
 
 def load_split(task, split, data_dir):
     """Reads one task's split; "test" means the unlabeled test-student file.
 
     Args:
-        task: "sst", "cfimdb", "quora" or "sts".
+        task: a `kerasbert_lite.tasks.TASKS` name: "sst", "cfimdb", "quora" or "sts".
         split: "train", "dev" or "test".
         data_dir: the folder holding the CS224N files (see `resolve_data_dir`).
 
     Returns:
-        `SentenceData` for sst/cfimdb, `PairData` for quora/sts.
+        `SentenceData` for one-sentence tasks, `PairData` for pairs.
     """
     path = split_path(task, split, data_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (task {task!r}, split {split!r})")
-    labeled = split != "test"
-    if task in SENTIMENT_CLASSES:
-        return read_sentiment(path, SENTIMENT_CLASSES[task], labeled=labeled)
-    if task == "quora":
-        return read_quora(path, labeled=labeled)
-    return read_sts(path, labeled=labeled)
+    return read_task(get_task(task), path, labeled=split != "test")
+
+
+def read_task(task, path, labeled=True):
+    """Reads `path` as the `kerasbert_lite.tasks.Task` `task` says (columns, label kind)."""
+    if task.label == "class":
+        parse = lambda text: _parse_class(text, task.num_classes)  # noqa: E731
+    elif task.label == "binary":
+        parse = _parse_binary
+    else:
+        parse = lambda text: _parse_range(text, *task.label_range)  # noqa: E731
+    label_column = task.label_column if labeled else None
+    rows, skipped = _read_rows(path, ("id",) + task.text_columns, label_column, parse)
+    dtype = np.int32 if task.label == "class" else np.float32
+    labels = np.array([r[2] for r in rows], dtype) if labeled else None
+    ids = [r[0] for r in rows]
+    if task.is_pair:
+        return PairData(ids=ids, texts_a=[r[1][0] for r in rows], texts_b=[r[1][1] for r in rows],
+                        labels=labels, source=str(path), skipped=skipped)
+    return SentenceData(ids=ids, texts=[r[1][0] for r in rows], labels=labels,
+                        source=str(path), skipped=skipped)
 
 
 def resolve_data_dir(flag_value=None):

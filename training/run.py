@@ -14,7 +14,7 @@ import sys
 
 
 def build_parser():
-    from training.task_schedule import SCHEDULES
+    from training.train_config import SCHEDULES
     from training.variants import VARIANTS
 
     variants = "\n".join(f"  {v.name:<13} {v.description} [{v.paper}]" for v in VARIANTS.values())
@@ -118,8 +118,6 @@ def main(argv=None):
     """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line."""
     from kerasbert_lite.error_line import error_line
 
-    from training.non_finite_loss import NonFiniteLoss
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("absl", "tensorflow", "h5py"):
@@ -133,10 +131,14 @@ def main(argv=None):
         # user without the CS224N files learns where to get them in a second.
         from training.data_files import missing_data_message
         missing = missing_data_message(config)
-        if missing:
-            print(f"error: {missing}", file=sys.stderr)
-            return 2
-        from training.multitask_trainer import MultitaskTrainer
+    except (OSError, ValueError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+    try:
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
     except (OSError, ValueError, NonFiniteLoss) as e:

@@ -3,6 +3,10 @@
 import dataclasses
 import json
 
+# Task orders within an epoch (`training.engine.task_schedule`); here, where the
+# flags are checked, so that `--help` and a bad flag need no TensorFlow.
+SCHEDULES = ("round_robin", "proportional")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -100,8 +104,8 @@ class TrainConfig:
         lengths. What needs the model or the files (the model's position
         count, the folders) is checked by the trainer before it reads data.
         """
-        from training.task_schedule import SCHEDULES
-        from training.variants import TASK_NAMES, VARIANTS
+        from kerasbert_lite.tasks import TASKS
+        from training.variants import VARIANTS
 
         def need(ok, flag, rule, value):
             if not ok:
@@ -152,7 +156,7 @@ class TrainConfig:
         need(isinstance(jit, bool) or isinstance(jit, str) and jit.lower() in (
             "auto", "on", "off", "true", "false"), "--jit", "auto, on or off", jit)
         if self.tasks is not None:
-            known = set(TASK_NAMES) | {"cfimdb"}
+            known = set(TASKS)
             need(len(self.tasks) > 0 and set(self.tasks) <= known, "--tasks",
                  f"a comma-separated list of {', '.join(sorted(known))}", ",".join(self.tasks))
         if self.buckets is not None:

@@ -8,9 +8,7 @@ its dev scores is `experiments.tables.PAPER`, not part of a recipe.
 
 import dataclasses
 
-TASK_NAMES = ("sst", "quora", "sts")
-# Which MultitaskBert output each dataset trains.
-TASK_OUTPUT = {"sst": "sentiment", "cfimdb": "sentiment", "quora": "paraphrase", "sts": "similarity"}
+from kerasbert_lite.tasks import MULTITASK, TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +33,6 @@ class Variant:
         single_task: a sentiment classifier (`--task sst|cfimdb`): trains and
             evaluates that task alone, with no CS224N overall score.
         lr: default peak learning rate.
-        frozen_encoder: train the heads only.
 
     Example:
     >>> dps_mse = VARIANTS["dps_mse"]
@@ -61,15 +58,14 @@ class Variant:
     infonce_positive_threshold: float = 4.0
     quora_positives: bool = False
     infonce_mse_weight: float = 0.0
-    tasks: tuple = TASK_NAMES
+    tasks: tuple = MULTITASK
     lr: float = 5e-5
-    frozen_encoder: bool = False
     single_task: bool = False
 
     def __post_init__(self):
-        if self.similarity_loss not in ("bce_threshold", "mse", "infonce"):
+        if self.similarity_loss not in TASKS["sts"].losses:
             raise ValueError(f"{self.name}: unknown similarity_loss {self.similarity_loss!r}")
-        unknown = set(self.tasks) - set(TASK_OUTPUT)
+        unknown = set(self.tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"{self.name}: unknown tasks {sorted(unknown)}")
 
@@ -85,6 +81,15 @@ class Variant:
             shared_projection=self.shared_projection,
             paraphrase_logit_init=self.paraphrase_logit_init,
         )
+
+    def task_losses(self):
+        """The `kerasbert.losses.TaskLosses` this recipe trains with."""
+        from kerasbert.losses import TaskLosses  # TensorFlow: not for --help
+
+        return TaskLosses(similarity=self.similarity_loss, temperature=self.infonce_temperature,
+                          positive_threshold=self.infonce_positive_threshold,
+                          quora_positives=self.quora_positives,
+                          mse_weight=self.infonce_mse_weight)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

@@ -1,0 +1,205 @@
+"""The task losses, and `TaskLosses`: the one place a recipe's loss choice is made.
+
+Every loss is a plain function of model outputs and labels returning a
+scalar mean over the batch; an optional `weight` (B,) zeroes out rows
+(padding) and normalises by the weight sum. `TaskLosses` says which of them
+trains each `MultitaskBert` output and which sub-model feeds it (InfoNCE
+needs the compared sentence vectors, not just the output); the custom loop,
+`model.fit` (`MultitaskBert.train_step`) and the Keras losses of the
+single-task fit all ask it.
+
+Example:
+>>> import numpy as np
+>>> spec = TaskLosses(similarity="infonce", temperature=0.05)
+>>> spec.submodel("similarity"), spec.submodel("sentiment")
+('similarity_with_vectors', 'sentiment')
+>>> u = np.eye(2, dtype="float32")
+>>> out = {"similarity": np.array([5.0, 0.0]), "a": u, "b": u}
+>>> round(float(spec("similarity", out, np.array([5.0, 4.5]))), 6)  # log(1 + e^-20)
+0.0
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from kerasbert_lite.tasks import TASKS
+
+STS_THRESHOLD = 2.5  # the paper's thresholding: 0-2 -> 0, 3-5 -> 1
+_EPS = 1e-7
+
+
+def _mean(values, weight=None):
+    values = tf.cast(values, tf.float32)
+    if weight is None:
+        return tf.reduce_mean(values)
+    weight = tf.cast(weight, tf.float32)
+    return tf.reduce_sum(values * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+
+
+def sentiment_cross_entropy(logits, labels, weight=None):
+    """Softmax cross-entropy over the sentiment classes; labels are int ids."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+    return _mean(losses, weight)
+
+
+def binary_cross_entropy_logits(logits, labels, weight=None):
+    """BCE of a logit against 0/1 labels (Quora)."""
+    losses = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.float32), logits=tf.cast(logits, tf.float32))
+    return _mean(losses, weight)
+
+
+def thresholded_similarity_bce(scores, labels, weight=None):
+    """The paper's BM STS loss: BCE of score/5 against (label > 2.5)."""
+    p = tf.clip_by_value(tf.cast(scores, tf.float32) / 5.0, _EPS, 1.0 - _EPS)
+    y = tf.cast(tf.cast(labels, tf.float32) > STS_THRESHOLD, tf.float32)
+    losses = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log(1.0 - p))
+    return _mean(losses, weight)
+
+
+def similarity_mse(scores, labels, weight=None):
+    """Squared error of the 0-5 score."""
+    diff = tf.cast(scores, tf.float32) - tf.cast(labels, tf.float32)
+    return _mean(tf.square(diff), weight)
+
+
+def info_nce(u, v, positive, temperature):
+    """Symmetric InfoNCE with in-batch negatives.
+
+    Row i of `u` should match row i of `v` and no other row of `v` (and vice
+    versa). Only rows with `positive` (B,) true contribute; the rest still
+    serve as negatives. Logits are cosine similarities over `temperature`.
+    Returns 0 when the batch has no positive pair.
+    """
+    u = tf.math.l2_normalize(tf.cast(u, tf.float32), axis=-1)
+    v = tf.math.l2_normalize(tf.cast(v, tf.float32), axis=-1)
+    logits = tf.matmul(u, v, transpose_b=True) / temperature  # (B, B)
+    targets = tf.range(tf.shape(logits)[0])
+    a_to_b = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    b_to_a = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=tf.transpose(logits))
+    weight = tf.cast(positive, tf.float32)
+    return tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+
+
+# The STS losses that are functions of the score; "infonce", the table's third,
+# is contrastive, on the sentence vectors (`TaskLosses`).
+SIMILARITY_LOSSES = {
+    "bce_threshold": thresholded_similarity_bce,
+    "mse": similarity_mse,
+}
+SIMILARITY_LOSS_NAMES = TASKS["sts"].losses
+assert set(SIMILARITY_LOSS_NAMES) == set(SIMILARITY_LOSSES) | {"infonce"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskLosses:
+    """Which loss trains each `MultitaskBert` output (the recipe's loss choice).
+
+    Args:
+        similarity: the STS loss, one of `SIMILARITY_LOSS_NAMES`.
+        temperature: InfoNCE's temperature on cosine logits.
+        positive_threshold: STS pairs labelled at least this are InfoNCE positives.
+        quora_positives: add InfoNCE on Quora duplicates to Quora's BCE.
+        mse_weight: weight of an MSE term added to STS InfoNCE (0: none).
+    """
+
+    similarity: str = "bce_threshold"
+    temperature: float = 0.05
+    positive_threshold: float = 4.0
+    quora_positives: bool = False
+    mse_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.similarity not in SIMILARITY_LOSS_NAMES:
+            raise ValueError(f"unknown similarity loss {self.similarity!r}; choose from "
+                             f"{', '.join(SIMILARITY_LOSS_NAMES)}")
+
+    @property
+    def contrastive(self):
+        """Whether a loss needs in-batch negatives (the sentence vectors, whole batches)."""
+        return self.similarity == "infonce" or self.quora_positives
+
+    def submodel(self, output):
+        """The `MultitaskBert.task_model` name whose outputs this loss reads."""
+        if output == "paraphrase" and self.quora_positives:
+            return "paraphrase_with_vectors"
+        if output == "similarity" and self.similarity == "infonce":
+            return "similarity_with_vectors"
+        return output
+
+    def __call__(self, output, out, labels):
+        """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`."""
+        if output == "sentiment":
+            return sentiment_cross_entropy(out, labels)
+        if output == "paraphrase":
+            if self.quora_positives:
+                return (binary_cross_entropy_logits(out["paraphrase"], labels)
+                        + info_nce(out["a"], out["b"], labels > 0.5, self.temperature))
+            return binary_cross_entropy_logits(out, labels)
+        if output != "similarity":
+            raise ValueError(f"no loss for output {output!r}")
+        if self.similarity == "infonce":
+            loss = info_nce(out["a"], out["b"], labels >= self.positive_threshold,
+                            self.temperature)
+            if self.mse_weight:
+                loss += self.mse_weight * similarity_mse(out["similarity"], labels)
+            return loss
+        return SIMILARITY_LOSSES[self.similarity](out, labels)
+
+    def keras_loss(self, output):
+        """A Keras loss object for `output`, for compiling a single-task sub-model.
+
+        Raises `ValueError` for a contrastive loss (it needs the vectors,
+        which a sub-model's single output does not carry).
+        """
+        if output == "sentiment":
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if self.submodel(output) != output:
+            raise ValueError(f"the {output} loss is contrastive (InfoNCE); train it through "
+                             "MultitaskBert.fit, which reads the sentence vectors")
+        if output == "paraphrase":
+            return keras.losses.BinaryCrossentropy(from_logits=True)
+        if self.similarity == "mse":
+            return keras.losses.MeanSquaredError(name="mse")
+        return ThresholdedSimilarityBCE()
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class ThresholdedSimilarityBCE(keras.losses.Loss):
+    """The paper's BM STS loss as a Keras loss: BCE of `score / 5` against `label > 2.5`.
+
+    A thin wrapper: the value *is* `thresholded_similarity_bce`, including
+    its weighting: with a sample weight it is `sum(w * loss) / max(sum(w), 1)`,
+    so weight-0 padding rows do not count. The reduction is therefore always
+    that mean.
+
+    (Not `tf.vectorized_map` over the function to get per-example values:
+    its batched ops need their inputs as compile-time constants, which made
+    XLA recompile the whole train step on every step.)
+
+    Example:
+    >>> loss = ThresholdedSimilarityBCE()
+    >>> round(float(loss([4.0, 1.0], [2.5, 2.5])), 4)  # p = 0.5 either way: log 2
+    0.6931
+    """
+
+    def __init__(self, name="thresholded_similarity_bce", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with tf.name_scope(self.name):
+            return self.call(y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred, sample_weight=None):
+        # Flatten: Keras may hand (B, 1) labels against (B,) scores.
+        weight = None if sample_weight is None else tf.reshape(sample_weight, [-1])
+        return thresholded_similarity_bce(tf.reshape(y_pred, [-1]), tf.reshape(y_true, [-1]),
+                                          weight)
+
+    def get_config(self):
+        return {"name": self.name}
