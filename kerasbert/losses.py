@@ -105,6 +105,11 @@ class TaskLosses:
         positive_threshold: STS pairs labelled at least this are InfoNCE positives.
         quora_positives: add InfoNCE on Quora duplicates to Quora's BCE.
         mse_weight: weight of an MSE term added to STS InfoNCE (0: none).
+        teacher_weight: distillation: labels are (B, 1 + K), the gold label
+            then a teacher's soft outputs, and every output is trained by
+            `distillation_loss` with this weight on the teacher. None: the
+            losses above, on gold labels.
+        distill_temperature: the sentiment KL term's temperature.
     """
 
     similarity: str = "bce_threshold"
@@ -112,6 +117,8 @@ class TaskLosses:
     positive_threshold: float = 4.0
     quora_positives: bool = False
     mse_weight: float = 0.0
+    teacher_weight: float = None
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         if self.similarity not in SIMILARITY_LOSS_NAMES:
@@ -133,6 +140,12 @@ class TaskLosses:
 
     def __call__(self, output, out, labels):
         """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`."""
+        if self.teacher_weight is not None:
+            if self.contrastive:
+                raise ValueError("distillation trains on the task outputs; it does not "
+                                 "combine with InfoNCE")
+            return distillation_loss(output, out, labels, self.teacher_weight,
+                                     self.distill_temperature)
         if output == "sentiment":
             return sentiment_cross_entropy(out, labels)
         if output == "paraphrase":
@@ -156,6 +169,9 @@ class TaskLosses:
         Raises `ValueError` for a contrastive loss (it needs the vectors,
         which a sub-model's single output does not carry).
         """
+        if self.teacher_weight is not None:
+            raise ValueError(f"the distillation loss reads (gold, teacher) label pairs; train "
+                             f"{output} through MultitaskBert.fit(task_losses=...)")
         if output == "sentiment":
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if self.submodel(output) != output:
