@@ -18,6 +18,7 @@ Soft outputs, per training task:
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -277,7 +278,10 @@ class Teacher:
         if need:
             logger.info("teacher: %s: computing %d outputs (%d cached)", task, len(need),
                         len(data) - len(need))
+            start = time.perf_counter()
             fresh = self.outputs(task, data.subset(need))
+            logger.info("teacher: %s: %d outputs in %.0f s", task, len(need),
+                        time.perf_counter() - start)
             ids = list(stored[ids_key].tolist()) if ids_key in stored else []
             values = stored[values_key] if values_key in stored else fresh[:0]
             stored[ids_key] = np.array(ids + [data.ids[n] for n in need])
