@@ -74,7 +74,7 @@ def _log_softmax(z):
 
 
 def test_sentiment_distillation_is_tempered_kl():
-    from training.losses import sentiment_distillation
+    from kerasbert.losses import sentiment_distillation
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 5)).astype(np.float32)
@@ -88,7 +88,7 @@ def test_sentiment_distillation_is_tempered_kl():
 
 
 def test_distillation_loss_mixes_gold_and_teacher():
-    from training.losses import distillation_loss
+    from kerasbert.losses import distillation_loss
 
     logit = np.array([0.3, -1.2, 2.0], np.float32)
     gold = np.array([1.0, np.nan, 0.0], np.float32)  # the second row has no gold label
@@ -100,18 +100,18 @@ def test_distillation_loss_mixes_gold_and_teacher():
     w = 0.3
     expected = (1 - w) * np.nanmean(bce_gold) + w * np.mean(bce_soft - entropy)
     y = np.stack([gold, p], 1)
-    assert float(distillation_loss("quora", logit, y, w)) == pytest.approx(expected, rel=1e-5)
+    assert float(distillation_loss("paraphrase", logit, y, w)) == pytest.approx(expected, rel=1e-5)
 
     score = np.array([1.0, 4.0, 2.5], np.float32)
     sts = np.stack([np.array([2.0, 4.5, np.nan], np.float32),
                     np.array([1.5, 3.0, 2.0], np.float32)], 1)
     expected = 0.5 * np.mean([1.0, 0.25]) + 0.5 * np.mean([0.25, 1.0, 0.25])
-    assert float(distillation_loss("sts", score, sts, 0.5)) == pytest.approx(expected, rel=1e-6)
+    assert float(distillation_loss("similarity", score, sts, 0.5)) == pytest.approx(expected, rel=1e-6)
 
     logits = np.log(np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]], np.float32))
     y = np.array([[2, 0.1, 0.2, 0.7], [1, 0.5, 0.25, 0.25]], np.float32)
     ce = -np.mean([np.log(0.7), np.log(0.25)])
-    assert float(distillation_loss("sst", logits, y, 0.25)) == pytest.approx(0.75 * ce, rel=1e-5)
+    assert float(distillation_loss("sentiment", logits, y, 0.25)) == pytest.approx(0.75 * ce, rel=1e-5)
 
 
 # --------------------------------------------------------------------- teacher
@@ -250,3 +250,50 @@ def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dr
                          "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "differs from the student's encoder" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------- one engine
+
+def test_fit_trains_the_student_as_the_loop_does(tmp_path):
+    """Distillation labels through both front-ends: the same weights after 3 steps."""
+    import tensorflow as tf
+
+    import test_engine
+    from kerasbert import BertTokenizer
+    from tiny_setup import VOCAB, make_data_folder
+    from training import keras_fit
+    from training.readers import load_split
+
+    folder = make_data_folder(tmp_path / "data")
+    rng = np.random.default_rng(0)
+    data = {}
+    for task, k in (("sst", 5), ("quora", 1), ("sts", 1)):
+        d = load_split(task, "train", folder)
+        soft = (rng.dirichlet(np.ones(5), len(d)) if k == 5 else
+                rng.uniform(0, 1 if task == "quora" else 5, (len(d), 1)))
+        d.labels = np.concatenate([np.asarray(d.labels, np.float32)[:, None], soft], 1)
+        data[task] = d.subset(np.arange(len(d)))
+        data[task].labels = d.labels.astype(np.float32)
+    dataset, _ = keras_fit.make_fit_dataset(
+        data, BertTokenizer(VOCAB), batch_size=test_engine.BATCH, seed=0,
+        lengths=dict.fromkeys(("sentiment", "paraphrase", "similarity"), test_engine.LENGTH))
+    steps = list(dataset.take(test_engine.STEPS))
+    assert tuple(steps[0][1]["sentiment"].shape) == (test_engine.BATCH, 6)
+
+    start = test_engine.tiny_model("distill")
+    looped, losses = test_engine.custom_loop("distill", steps)
+    fitted, history = test_engine.with_fit("distill", steps)
+    assert test_engine.max_weight_diff(start, looped) > 1e-3
+    assert test_engine.max_weight_diff(looped, fitted) < 1e-5
+    for output in ("sentiment", "paraphrase", "similarity"):
+        mean = np.mean([step[output] for step in losses])
+        assert history[f"{output}_loss"][-1] == pytest.approx(mean, rel=1e-5)
+    # Metrics read the gold column: evaluate's accuracy is the predictions' against it.
+    spec = tf.nest.map_structure(tf.TensorSpec.from_tensor, steps[0])
+    results = fitted.evaluate(tf.data.Dataset.from_generator(lambda: iter(steps),
+                                                             output_signature=spec),
+                              steps=len(steps), return_dict=True, verbose=0)
+    hits = [np.argmax(fitted.task_model("sentiment")(x["sentiment"]).numpy(), -1)
+            == y["sentiment"].numpy()[:, 0].astype(int) for x, y in steps]
+    key = next(k for k in results if k.startswith("sentiment") and k.endswith("acc"))
+    assert results[key] == pytest.approx(np.mean(hits), abs=1e-6)

@@ -27,7 +27,7 @@ from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
-from training.teacher import Teacher
+from training.teacher import Teacher, with_teacher_outputs
 from training.train_config import TrainConfig
 from training.variants import get_variant
 
@@ -196,20 +196,11 @@ class MultitaskTrainer:
         return self
 
     def _with_teacher_outputs(self, train_data):
-        """Each training set with labels (N, 1 + K): gold, then the teacher's soft outputs."""
         cfg = self.config
         teacher = Teacher.load(cfg.teacher, batch_size=cfg.eval_batch_size)
         teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
                               source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
-        out = {}
-        for task, data in train_data.items():
-            soft = teacher.cached_outputs(self.out, task, data)
-            soft = soft.reshape(len(data), -1)
-            gold = np.asarray(data.labels, np.float32).reshape(-1, 1)
-            data = data.subset(np.arange(len(data)))
-            data.labels = np.concatenate([gold, soft], axis=1).astype(np.float32)
-            out[task] = data
-        return out
+        return with_teacher_outputs(train_data, teacher, self.out)
 
     # ------------------------------------------------------------------ steps
     def _train_step(self, task):
