@@ -200,7 +200,7 @@ class Teacher:
             order = np.argsort([len(t) + (len(texts_b[i]) if texts_b else 0)
                                 for i, t in enumerate(texts_a)], kind="stable")
             result = None
-            bar = _progress(len(order), f"teacher {output}")
+            bar = _progress(-(-len(order) // batch_size), f"teacher {output}")
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 if texts_b is None:
@@ -212,7 +212,8 @@ class Teacher:
                 if result is None:
                     result = np.zeros((len(order),) + values.shape[1:], np.float32)
                 result[rows] = values
-                bar.update(min(start + batch_size, len(order)))
+                bar.update()
+            bar.close()
             return result
 
         weights = [path / "saved_model" / "saved_model.pb",
@@ -309,47 +310,18 @@ def _run_batches(batches, fn, n, label):
     dataset, count = batches.eval_dataset()
     result = None
     bar = _progress(count, label)
-    for step, (x, _y, weight, index) in enumerate(dataset):
+    for x, _y, weight, index in dataset:
         out = np.asarray(fn(x), np.float32)
         keep = weight.numpy() > 0
         if result is None:
             result = np.zeros((n,) + out.shape[1:], np.float32)
         result[index.numpy()[keep]] = out[keep]
-        bar.update(step + 1)
+        bar.update()
+    bar.close()
     return result
 
 
 def _progress(total, label):
-    import sys
-
-    import keras
-    logger.info("%s: %d", label, total)
-    return keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 0,
-                               unit_name=label)
-
-
-def with_teacher_outputs(train_data, teacher, folder):
-    """Each training set with (N, 1 + K) labels: the gold label, then the teacher's outputs.
-
-    What a distillation recipe trains on, in the custom loop and in
-    `model.fit` alike (`kerasbert.losses.TaskLosses(teacher_weight=...)`
-    reads the rows). The outputs come through `teacher.cached_outputs`, so
-    the run folder `folder` keeps them for `--resume`.
-
-    Args:
-        train_data: {task: SentenceData or PairData}, labelled.
-        teacher: a `Teacher`.
-        folder: the run folder holding the cache.
-
-    Returns:
-        {task: a copy of the data with the packed labels}.
-    """
-    out = {}
-    for task, data in train_data.items():
-        soft = teacher.cached_outputs(folder, task, data).reshape(len(data), -1)
-        gold = np.asarray(data.labels, np.float32).reshape(-1, 1)
-        packed = data.subset(np.arange(len(data)))
-        packed.labels = np.concatenate([gold, soft], axis=1).astype(np.float32)
-        out[task] = packed
-    return out
-
+    from kerasbert_lite.progress import Progress
+    logger.info("%s: %d batches", label, total)
+    return Progress(total, label, unit="batch")
