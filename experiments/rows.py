@@ -50,7 +50,9 @@ _FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tas
           "head_lr": "--head-lr", "max_length": "--max-length", "buckets": "--buckets",
           "quora_fraction": "--quora-fraction", "limit": "--limit", "schedule": "--schedule",
           "warmup_ratio": "--warmup-ratio", "weight_decay": "--weight-decay",
-          "clip_norm": "--clip-norm", "seed": "--seed"}
+          "clip_norm": "--clip-norm", "teacher": "--teacher", "teacher_weight": "--teacher-weight",
+          "distill_temperature": "--distill-temperature", "student_layers": "--student-layers",
+          "seed": "--seed"}
 
 
 def training_args(config):
@@ -88,6 +90,9 @@ def training_args(config):
             continue
         if field in ("sentiment_task", "mode") and single_task:
             continue
+        if field == "teacher":
+            args += [flag, *value]  # several paths, as typed
+            continue
         if isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         args += [flag, str(value)]
@@ -118,14 +123,20 @@ def machine():
 def portable_config(config, name):
     """`config` without this machine's paths: where a row trained says nothing about it.
 
-    The data folder becomes `$KERASBERT_DATA` and the run folder `runs/NAME`,
-    the places `run.json`'s command and `make results` use.
+    The data folder becomes `$KERASBERT_DATA`, the run folder `runs/NAME`
+    and a distillation teacher's folders `runs/THEIR_NAME`: the places
+    `run.json`'s command and `make results` use.
 
     Example:
     >>> portable_config({"data_dir": "/home/me/data", "out": "/tmp/x.new", "epochs": 3}, "bm")
     {'data_dir': '$KERASBERT_DATA', 'out': 'runs/bm', 'epochs': 3}
+    >>> portable_config({"teacher": ["/home/me/runs/em_a"]}, "distill")["teacher"]
+    ['runs/em_a']
     """
-    return {**config, "data_dir": "$KERASBERT_DATA", "out": f"runs/{name}"}
+    portable = {**config, "data_dir": "$KERASBERT_DATA", "out": f"runs/{name}"}
+    if config.get("teacher"):
+        portable["teacher"] = [f"runs/{Path(p).name}" for p in config["teacher"]]
+    return portable
 
 
 def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):

@@ -1,5 +1,6 @@
 """`from_pretrained`: a `BertBackbone` and its `BertTokenizer` from a checkpoint."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -11,7 +12,7 @@ from kerasbert_lite.model_file_error import ModelFileError
 from kerasbert.bert_backbone import BertBackbone
 from kerasbert.bert_config import BertConfig
 from kerasbert.bert_tokenizer import BertTokenizer
-from kerasbert.weight_conversion import google_to_hf_state_dict, load_state_dict
+from kerasbert.weight_conversion import google_to_hf_state_dict, load_state_dict, select_layers
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Python packages that ship all-MiniLM-L6-v2 as HF files, and where.
@@ -142,7 +143,7 @@ def _lowercase_setting(folder, config):
 
 
 def from_pretrained(model=None, *, allow_pickle=False, lowercase=None, max_length=128,
-                    dtype=None):
+                    dtype=None, layers=None):
     """Loads a pretrained BERT as `(BertBackbone, BertTokenizer)`.
 
     Args:
@@ -154,6 +155,9 @@ def from_pretrained(model=None, *, allow_pickle=False, lowercase=None, max_lengt
         lowercase: override the tokenizer's casing (default: from the folder).
         max_length: the tokenizer's default output length.
         dtype: Keras dtype policy for the backbone (e.g. "mixed_bfloat16").
+        layers: keep only these encoder blocks (source indices, increasing),
+            renumbered from 0: `(0, 2, 4)` makes a 3-layer student of a
+            6-layer checkpoint, as DistilBERT initialised its student.
 
     Example:
     >>> backbone, tokenizer = from_pretrained()
@@ -172,6 +176,9 @@ def from_pretrained(model=None, *, allow_pickle=False, lowercase=None, max_lengt
         raise ValueError(
             f"{vocab} has {tokenizer.vocabulary_size} tokens but the config says "
             f"vocab_size={config.vocabulary_size}")
+    if layers is not None:
+        state_dict = select_layers(state_dict, layers, config.num_layers)
+        config = dataclasses.replace(config, num_layers=len(tuple(layers)))
     backbone = BertBackbone.from_bert_config(config, dtype=dtype)
     load_state_dict(backbone, state_dict)
     return backbone, tokenizer

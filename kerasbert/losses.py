@@ -85,6 +85,72 @@ def info_nce(u, v, positive, temperature):
     return tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
+def sentiment_distillation(logits, teacher_probabilities, temperature=1.0, weight=None):
+    """Hinton's soft-target loss: T^2 * KL(teacher_T || student_T), per row.
+
+    The teacher gives probabilities `p` (an ensemble's mean), so its
+    tempered distribution is `p^(1/T)`, renormalised; the student's is
+    `softmax(logits / T)`. The T^2 keeps gradient sizes comparable across
+    temperatures. 0 when the student's distribution equals the teacher's.
+    """
+    p = tf.cast(teacher_probabilities, tf.float32)
+    log_p = tf.math.log(tf.maximum(p, _EPS)) / temperature
+    log_q = log_p - tf.reduce_logsumexp(log_p, axis=-1, keepdims=True)
+    log_s = tf.nn.log_softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+    kl = tf.reduce_sum(tf.exp(log_q) * (log_q - log_s), axis=-1)
+    return (temperature ** 2) * _mean(kl, weight)
+
+
+def soft_binary_cross_entropy(logits, teacher_probabilities, weight=None):
+    """BCE of a logit against the teacher's probability (soft labels), less its entropy.
+
+    Subtracting the target's entropy makes it the KL divergence of two
+    Bernoullis: the same gradient as BCE, and 0 at agreement.
+    """
+    p = tf.clip_by_value(tf.cast(teacher_probabilities, tf.float32), _EPS, 1.0 - _EPS)
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=p, logits=tf.cast(logits, tf.float32))
+    entropy = -(p * tf.math.log(p) + (1.0 - p) * tf.math.log(1.0 - p))
+    return _mean(bce - entropy, weight)
+
+
+def distillation_loss(output, out, labels, teacher_weight, temperature=1.0):
+    """Gold loss and teacher loss mixed: `(1 - w) * gold + w * teacher`.
+
+    Args:
+        output: `sentiment` (logits (B, C)), `paraphrase` (logit (B,)) or
+            `similarity` (0-5 score (B,)).
+        out: the student's output.
+        labels: (B, 1 + K) float: column 0 the gold label (NaN where there
+            is none: such rows get the teacher term only), then the
+            teacher's soft outputs (K = C probabilities, or 1 value).
+        teacher_weight: w in [0, 1].
+        temperature: softens the sentiment distributions (KL term only).
+
+    Example:
+    >>> import numpy as np
+    >>> y = np.array([[1.0, 0.9], [0.0, 0.2]], np.float32)   # gold, teacher p
+    >>> logit = np.log(np.array([0.9, 0.2]) / (1 - np.array([0.9, 0.2])))
+    >>> round(float(distillation_loss("paraphrase", logit, y, teacher_weight=1.0)), 6)
+    0.0
+    """
+    labels = tf.cast(labels, tf.float32)
+    gold, soft = labels[:, 0], labels[:, 1:]
+    has_gold = tf.math.logical_not(tf.math.is_nan(gold))
+    gold = tf.where(has_gold, gold, tf.zeros_like(gold))
+    if output == "sentiment":
+        hard = sentiment_cross_entropy(out, gold, weight=has_gold)
+        teacher = sentiment_distillation(out, soft, temperature)
+    elif output == "paraphrase":
+        hard = binary_cross_entropy_logits(out, gold, weight=has_gold)
+        teacher = soft_binary_cross_entropy(out, soft[:, 0])
+    elif output == "similarity":
+        hard = similarity_mse(out, gold, weight=has_gold)
+        teacher = similarity_mse(out, soft[:, 0])
+    else:
+        raise ValueError(f"no distillation loss for output {output!r}")
+    return (1.0 - teacher_weight) * hard + teacher_weight * teacher
+
+
 # The STS losses that are functions of the score; "infonce", the table's third,
 # is contrastive, on the sentence vectors (`TaskLosses`).
 SIMILARITY_LOSSES = {
@@ -105,6 +171,11 @@ class TaskLosses:
         positive_threshold: STS pairs labelled at least this are InfoNCE positives.
         quora_positives: add InfoNCE on Quora duplicates to Quora's BCE.
         mse_weight: weight of an MSE term added to STS InfoNCE (0: none).
+        teacher_weight: distillation: labels are (B, 1 + K), the gold label
+            then a teacher's soft outputs, and every output is trained by
+            `distillation_loss` with this weight on the teacher. None: the
+            losses above, on gold labels.
+        distill_temperature: the sentiment KL term's temperature.
     """
 
     similarity: str = "bce_threshold"
@@ -112,6 +183,8 @@ class TaskLosses:
     positive_threshold: float = 4.0
     quora_positives: bool = False
     mse_weight: float = 0.0
+    teacher_weight: float = None
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         if self.similarity not in SIMILARITY_LOSS_NAMES:
@@ -133,6 +206,12 @@ class TaskLosses:
 
     def __call__(self, output, out, labels):
         """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`."""
+        if self.teacher_weight is not None and len(labels.shape) == 2:
+            if self.contrastive:
+                raise ValueError("distillation trains on the task outputs; it does not "
+                                 "combine with InfoNCE")
+            return distillation_loss(output, out, labels, self.teacher_weight,
+                                     self.distill_temperature)
         if output == "sentiment":
             return sentiment_cross_entropy(out, labels)
         if output == "paraphrase":
@@ -150,12 +229,26 @@ class TaskLosses:
             return loss
         return SIMILARITY_LOSSES[self.similarity](out, labels)
 
+    def gold_labels(self, output, labels):
+        """The gold labels in `labels`: column 0 of (gold, teacher) distillation labels.
+
+        Plain (B,) labels (a dev set, say) are returned as they are; the
+        loss of a distillation recipe on them is the gold loss alone.
+        """
+        if self.teacher_weight is None or len(labels.shape) != 2:
+            return labels
+        gold = labels[:, 0]
+        return tf.cast(gold, tf.int32) if output == "sentiment" else gold
+
     def keras_loss(self, output):
         """A Keras loss object for `output`, for compiling a single-task sub-model.
 
         Raises `ValueError` for a contrastive loss (it needs the vectors,
         which a sub-model's single output does not carry).
         """
+        if self.teacher_weight is not None:
+            raise ValueError(f"the distillation loss reads (gold, teacher) label pairs; train "
+                             f"{output} through MultitaskBert.fit(task_losses=...)")
         if output == "sentiment":
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if self.submodel(output) != output:

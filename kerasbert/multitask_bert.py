@@ -201,7 +201,10 @@ class MultitaskBert(keras.Model):
         for output, value in parts.items():
             self._loss_trackers[output].update_state(value)
         if len(predictions) == len(self.outputs):  # compiled metrics need every output
-            return self.compute_metrics(x, y, predictions, sample_weight=weight)
+            # Metrics compare with the gold labels (distillation packs the
+            # teacher's outputs beside them).
+            gold = {o: self._task_losses.gold_labels(o, v) for o, v in y.items()}
+            return self.compute_metrics(x, gold, predictions, sample_weight=weight)
         logs = {"loss": self._loss_tracker.result()}
         logs.update({f"{o}_loss": self._loss_trackers[o].result() for o in parts})
         return logs

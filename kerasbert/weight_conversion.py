@@ -148,6 +148,49 @@ def load_state_dict(backbone, state_dict):
     return backbone
 
 
+_LAYER_KEY = re.compile(r"^((?:bert\.)?encoder\.layer\.)(\d+)(\..*)$")
+
+
+def select_layers(state_dict, layers, num_layers):
+    """Keeps the encoder blocks `layers` of a checkpoint, renumbered 0, 1, ...
+
+    DistilBERT-style initialisation of a shallower student: layers (0, 2, 4)
+    of a 6-layer encoder become its layers 0, 1, 2; embeddings and pooler are
+    kept. Every block key is either renumbered or dropped here, so the
+    weight table still has to account for all that remains.
+
+    Args:
+        state_dict: HF-named state dict (as `read_checkpoint` returns).
+        layers: source layer indices, strictly increasing.
+        num_layers: the checkpoint's layer count, to check the indices.
+
+    Returns:
+        A new state dict with `len(layers)` encoder blocks.
+
+    Example:
+    >>> sd = {f"encoder.layer.{i}.output.dense.bias": i for i in range(6)}
+    >>> sd["pooler.dense.bias"] = -1
+    >>> sorted(select_layers(sd, (0, 2, 4), 6).items())
+    [('encoder.layer.0.output.dense.bias', 0), ('encoder.layer.1.output.dense.bias', 2), \
+('encoder.layer.2.output.dense.bias', 4), ('pooler.dense.bias', -1)]
+    """
+    layers = tuple(int(i) for i in layers)
+    if not layers:
+        raise ValueError("select at least one encoder layer")
+    if list(layers) != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= num_layers:
+        raise ValueError(f"layers must be strictly increasing indices in 0..{num_layers - 1}, "
+                         f"got {list(layers)}")
+    new_index = {old: new for new, old in enumerate(layers)}
+    out = {}
+    for key, value in state_dict.items():
+        m = _LAYER_KEY.match(key)
+        if m is None:
+            out[key] = value
+        elif int(m.group(2)) in new_index:
+            out[f"{m.group(1)}{new_index[int(m.group(2))]}{m.group(3)}"] = value
+    return out
+
+
 def google_to_hf_state_dict(tf_variables):
     """Renames Google BERT TF-checkpoint variables into HF keys and (out, in) layout.
 

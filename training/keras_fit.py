@@ -88,7 +88,8 @@ def _optimizer(model, variant, lr, head_lr, total_steps, variables=None):
 
 
 def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head_lr=HEAD_LR,
-                      total_steps=None, jit_compile=True, **compile_kwargs):
+                      total_steps=None, jit_compile=True, teacher_weight=0.5,
+                      distill_temperature=1.0, **compile_kwargs):
     """Compiles a `MultitaskBert` for `model.fit` with the variant's losses and per-output metrics.
 
     Args:
@@ -109,6 +110,9 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
             one (more runnable threads than cores) XLA's fork-join loops
             measured ~2x slower than graph mode, so `False` is the safer
             choice on a busy shared CPU (see benchmarks/train_throughput.py).
+        teacher_weight, distill_temperature: for a distillation variant, as
+            `--teacher-weight` / `--distill-temperature`; its training labels
+            are (gold, teacher outputs) rows (`training.teacher.with_teacher_outputs`).
         **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
 
     Side effect on `model`: the unused tanh pooler under mean/[CLS] pooling
@@ -134,7 +138,8 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
         optimizer = _optimizer(model, variant, lr, head_lr, total_steps)
     # weighted_metrics, not metrics: Keras applies sample weights only to
     # those, and the eval datasets mark their padding rows with weight 0.
-    model.compile(optimizer=optimizer, task_losses=variant.task_losses(),
+    model.compile(optimizer=optimizer,
+                  task_losses=variant.task_losses(teacher_weight, distill_temperature),
                   weighted_metrics=task_metrics(), jit_compile=jit_compile, **compile_kwargs)
     return model
 

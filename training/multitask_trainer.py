@@ -27,6 +27,7 @@ from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
+from training.teacher import Teacher, with_teacher_outputs
 from training.train_config import TrainConfig
 from training.variants import get_variant
 
@@ -154,7 +155,8 @@ class MultitaskTrainer:
         set_precision(self.precision.policy)
         logger.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
         with self.strategy.scope():
-            backbone, self.tokenizer = kerasbert.from_pretrained(cfg.model, max_length=cfg.max_length)
+            backbone, self.tokenizer = kerasbert.from_pretrained(
+                cfg.model, max_length=cfg.max_length, layers=student_layers(cfg))
             positions = backbone.bert_config.max_sequence_length
             if cfg.max_length > positions:
                 raise ValueError(f"--max-length must be at most {positions} for "
@@ -173,8 +175,10 @@ class MultitaskTrainer:
         def eval_batches(data):
             return batches(data, cfg.eval_batch_size, self.eval_buckets)
 
-        self.train_batches = {t: batches(self._read(t, "train"), cfg.batch_size)
-                              for t in self.train_tasks}
+        train_data = {t: self._read(t, "train") for t in self.train_tasks}
+        if self.variant.distill:
+            train_data = self._with_teacher_outputs(train_data)
+        self.train_batches = {t: batches(data, cfg.batch_size) for t, data in train_data.items()}
         self.dev_batches = {t: eval_batches(self._read(t, "dev")) for t in self.eval_tasks}
         self._eval_batches = eval_batches
         self.batch_counts = {t: b.num_train_batches for t, b in self.train_batches.items()}
@@ -191,12 +195,21 @@ class MultitaskTrainer:
                 clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16")
         return self
 
+    def _with_teacher_outputs(self, train_data):
+        cfg = self.config
+        teacher = Teacher.load(cfg.teacher, batch_size=cfg.eval_batch_size)
+        teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
+                              source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
+        return with_teacher_outputs(train_data, teacher, self.out)
+
     # ------------------------------------------------------------------ steps
     def _train_step(self, task):
         """The compiled step of `task`: `(x, y) -> loss`, one update of `self.optimizer`."""
         if task not in self._steps:
             self._steps[task] = train_step_function(
-                self.model, self.optimizer, self.variant.task_losses(),
+                self.model, self.optimizer,
+                self.variant.task_losses(self.config.teacher_weight,
+                                         self.config.distill_temperature),
                 output=get_task(task).output, jit_compile=self.jit_compile,
                 strategy=self.strategy)
         return self._steps[task]
@@ -561,6 +574,25 @@ class MultitaskTrainer:
                    if state["history"] else None}
         rf.write_summary(self.out, summary)
         return summary
+
+
+def student_layers(config):
+    """Source layer indices `--student-layers N` keeps, or None for all.
+
+    Every k-th layer from the first, k = layers // N (DistilBERT took every
+    other layer of BERT-base): 3 of MiniLM's 6 keeps 0, 2 and 4.
+    """
+    if config.student_layers is None:
+        return None
+    from kerasbert.from_pretrained import resolve_model_dir
+    folder = resolve_model_dir(config.model)
+    name = "config.json" if (folder / "config.json").is_file() else "bert_config.json"
+    total = kerasbert.BertConfig.from_json_file(folder / name).num_layers
+    if config.student_layers > total:
+        raise ValueError(f"--student-layers must be at most {total} (the encoder's layers), "
+                         f"got {config.student_layers}")
+    stride = total // config.student_layers
+    return tuple(range(0, stride * config.student_layers, stride))
 
 
 def _epoch_line(record, improved):

@@ -341,7 +341,9 @@ def data_tensors(data):
         texts = (tf.constant(data.texts),)
     else:
         raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
-    dtype = tf.float32 if isinstance(data, PairData) else tf.int32
+    # Class ids are int32; scores, 0/1 pairs and (N, 1 + K) distillation
+    # targets (gold, then a teacher's soft outputs) are float32.
+    dtype = tf.float32 if isinstance(data, PairData) or np.ndim(data.labels) == 2 else tf.int32
     return texts, None if data.labels is None else tf.constant(data.labels, dtype)
 
 

@@ -73,6 +73,17 @@ def build_parser():
              "float32 (recorded in config.json as precision_used)")
     add("--log-every", type=int, default=20,
         help="steps between reads of the loss (progress bar, TensorBoard, NaN check) (20)")
+    add("--teacher", nargs="+", default=None, metavar="PATH",
+        help="--variant distill: the teacher, an export folder or the run folders of an "
+             "ensemble's members; its outputs on the training sets are cached in --out")
+    add("--teacher-weight", type=float, default=0.5,
+        help="--variant distill: weight of the teacher's soft targets; 1 - it goes to the "
+             "gold labels (0.5)")
+    add("--distill-temperature", type=float, default=1.0,
+        help="--variant distill: temperature of the sentiment KL term (1.0)")
+    add("--student-layers", type=int, default=None,
+        help="keep every k-th encoder layer, k = layers // N, from the first (DistilBERT's "
+             "initialisation): 3 of MiniLM's 6 takes layers 0, 2, 4 (default: all)")
     add("--seed", type=int, default=0, help="seeds data order, dropout and head init (0)")
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
@@ -111,7 +122,9 @@ def config_from_args(args):
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
-        seed=args.seed)
+        teacher=tuple(args.teacher) if args.teacher else None,
+        teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,
+        student_layers=args.student_layers, seed=args.seed)
 
 
 def main(argv=None):

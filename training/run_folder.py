@@ -11,6 +11,8 @@ A training run (`python -m training.run --out FOLDER`) leaves::
     tensorboard/
     checkpoints/           latest.json, previous.json, step-*.npz (for --resume)
     predictions/           {sst,para,sts}-{dev,test}-output.csv, dev-/test-outputs.npz
+    teacher.json           --variant distill: which teacher the cache below is of
+    teacher_outputs.npz    --variant distill: its outputs on the training sets, by example id
 
 The trainer writes it, `export.run_folder.RunFolder` reads it for export,
 and `experiments/` publishes rows from it; all three take the names from
@@ -40,6 +42,8 @@ PREVIOUS_STATE = "previous.json"
 PREDICTIONS = "predictions"
 DEV_OUTPUTS = "dev-outputs.npz"
 TEST_OUTPUTS = "test-outputs.npz"
+TEACHER_RECORD = "teacher.json"
+TEACHER_OUTPUTS = "teacher_outputs.npz"
 # What export needs of config.json.
 REQUIRED_CONFIG_KEYS = ("variant", "max_length", "lowercase")
 

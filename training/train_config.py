@@ -42,6 +42,13 @@ class TrainConfig:
         log_every: steps between reads of the loss on the host (progress bar,
             TensorBoard, the non-finite check); in between the loop does not
             wait for a step to finish before queueing the next.
+        teacher: `--variant distill`: an export folder, or run folders whose
+            mean is the teacher (`training.teacher.Teacher`).
+        teacher_weight: weight w of the teacher's soft targets in the
+            distillation loss, `(1 - w) * gold + w * teacher`.
+        distill_temperature: temperature of the sentiment KL term.
+        student_layers: keep this many encoder layers, every k-th from the
+            first (k = layers // N): 3 of 6 keeps 0, 2, 4. None keeps all.
         seed: seeds data order, dropout and head initialisation.
 
     Example:
@@ -85,6 +92,10 @@ class TrainConfig:
     jit_compile: object = "auto"
     precision: str = "auto"
     log_every: int = 20
+    teacher: tuple = None
+    teacher_weight: float = 0.5
+    distill_temperature: float = 1.0
+    student_layers: int = None
     seed: int = 0
 
     # Fields that may differ between a run and its resume.
@@ -162,6 +173,17 @@ class TrainConfig:
         if self.buckets is not None:
             need(len(self.buckets) > 0 and all(integer(b) and b >= 3 for b in self.buckets),
                  "--buckets", "'auto' or lengths of at least 3", self.buckets)
+        distill = VARIANTS[self.variant].distill
+        need((self.teacher is not None) == distill, "--teacher",
+             "given with --variant distill, and only then",
+             None if self.teacher is None else " ".join(self.teacher))
+        need(number(self.teacher_weight) and 0 <= self.teacher_weight <= 1, "--teacher-weight",
+             "in [0, 1]", self.teacher_weight)
+        need(number(self.distill_temperature) and 0 < self.distill_temperature < float("inf"),
+             "--distill-temperature", "positive", self.distill_temperature)
+        if self.student_layers is not None:
+            need(integer(self.student_layers) and self.student_layers >= 1, "--student-layers",
+                 "at least 1", self.student_layers)
         for flag, value in (("--out", self.out), ("--data-dir", self.data_dir)):
             need(value is None or (isinstance(value, str) and value.strip()), flag,
                  "a path", value)
@@ -172,7 +194,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         values = dict(values)
-        for key in ("tasks", "buckets"):
+        for key in ("tasks", "buckets", "teacher"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         known = {f.name for f in dataclasses.fields(cls)}

@@ -33,6 +33,8 @@ class Variant:
         single_task: a sentiment classifier (`--task sst|cfimdb`): trains and
             evaluates that task alone, with no CS224N overall score.
         lr: default peak learning rate.
+        distill: learn from a teacher's soft outputs mixed with the gold
+            labels (`--teacher`; `kerasbert.losses.distillation_loss`).
 
     Example:
     >>> dps_mse = VARIANTS["dps_mse"]
@@ -61,6 +63,7 @@ class Variant:
     tasks: tuple = MULTITASK
     lr: float = 5e-5
     single_task: bool = False
+    distill: bool = False
 
     def __post_init__(self):
         if self.similarity_loss not in TASKS["sts"].losses:
@@ -82,14 +85,20 @@ class Variant:
             paraphrase_logit_init=self.paraphrase_logit_init,
         )
 
-    def task_losses(self):
-        """The `kerasbert.losses.TaskLosses` this recipe trains with."""
+    def task_losses(self, teacher_weight=0.5, distill_temperature=1.0):
+        """The `kerasbert.losses.TaskLosses` this recipe trains with.
+
+        `teacher_weight` and `distill_temperature` (`--teacher-weight`,
+        `--distill-temperature`) count for distillation recipes only.
+        """
         from kerasbert.losses import TaskLosses  # TensorFlow: not for --help
 
         return TaskLosses(similarity=self.similarity_loss, temperature=self.infonce_temperature,
                           positive_threshold=self.infonce_positive_threshold,
                           quora_positives=self.quora_positives,
-                          mse_weight=self.infonce_mse_weight)
+                          mse_weight=self.infonce_mse_weight,
+                          teacher_weight=teacher_weight if self.distill else None,
+                          distill_temperature=distill_temperature)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -138,6 +147,12 @@ VARIANTS = {v.name: v for v in (
         paper="beyond paper: pooled vs mean embeddings",
         pooling="pooled", paraphrase_head="dot", similarity_head="cosine",
         similarity_output="relu", projection_dim=128, similarity_loss="mse"),
+    Variant(
+        "distill", "a DPS-MSE bi-encoder (cosine similarity head) learning from --teacher's "
+        "soft outputs: KL on SST, soft BCE on Quora, MSE on STS, mixed with the gold labels",
+        paper="beyond paper: distillation of the ensemble",
+        pooling="mean", paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
+        projection_dim=128, similarity_loss="mse", distill=True),
     Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
         paper="single-task classifier", tasks=("sst",), single_task=True),
