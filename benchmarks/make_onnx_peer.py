@@ -7,7 +7,10 @@ architecture and quantisation kind as embedder_int8.tflite, run by a
 runtime this project did not write. Needs torch, transformers, onnx and
 onnxruntime (the test stack plus `pip install onnx onnxruntime`).
 
-Usage: python benchmarks/make_onnx_peer.py [--out /tmp/minilm_int8.onnx]
+`--layers 3` keeps encoder layers 0, 2 and 4 (as `--student-layers 3`
+does): the peer of a 3-layer distilled student.
+
+Usage: python benchmarks/make_onnx_peer.py [--out /tmp/minilm_int8.onnx] [--layers N]
 """
 
 import argparse
@@ -19,6 +22,8 @@ from pathlib import Path
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/minilm_int8.onnx")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="keep every k-th of the 6 layers, k = 6 // N (default: all)")
     args = parser.parse_args(argv)
     import torch
     import transformers
@@ -27,6 +32,11 @@ def main(argv=None):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from kerasbert.from_pretrained import embedded_model_dir
     bert = transformers.BertModel.from_pretrained(str(embedded_model_dir())).eval()
+    if args.layers:
+        total = len(bert.encoder.layer)
+        keep = list(range(0, total, total // args.layers))[:args.layers]
+        bert.encoder.layer = torch.nn.ModuleList([bert.encoder.layer[i] for i in keep])
+        bert.config.num_hidden_layers = len(keep)
 
     class Encoder(torch.nn.Module):
         # Keyword arguments: BertModel's positional order changed in transformers 5.

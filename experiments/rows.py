@@ -173,9 +173,11 @@ def publish(run_dir, name=None, results_dir=RESULTS_DIR, note=None):
     _publish_train_loss(run_dir / rf.TENSORBOARD, row / "train_loss.csv")
     train_s = sum(h["train_seconds"] for h in epochs)
     eval_s = sum(h["eval_seconds"] for h in epochs)
-    info = {"command": "python -m training.run " + " ".join(training_args(config))
+    # The portable config: a teacher's folders are named as runs/NAME, like the row's own.
+    args = training_args(portable_config(config, name))
+    info = {"command": "python -m training.run " + " ".join(args)
                        + " --data-dir $KERASBERT_DATA",
-            "args": training_args(config),
+            "args": args,
             "epochs": len(epochs), "train_minutes": round(train_s / 60, 1),
             "eval_minutes": round(eval_s / 60, 1), "machine": machine()}
     if note:
