@@ -104,6 +104,9 @@ def float32_model(model):
     config = model.get_config()
     config["backbone"] = dict(config["backbone"])
     config["backbone"]["config"] = dict(config["backbone"]["config"], dtype="float32")
+    # The preprocessor has no weights; its vocabulary is not in the config.
+    config["preprocessor"] = None
     copy = MultitaskBert.from_config(config)
     copy.set_weights(model.get_weights())
+    copy.preprocessor = model.preprocessor
     return copy

@@ -55,6 +55,10 @@ class MultitaskBert(keras.Model):
             the ranking is learned but the decision stays at cosine 0.
         num_sentiment_classes: 5 for SST, 2 for CFIMDB.
         dropout: dropout on sentence vectors before the heads.
+        preprocessor: optional `kerasbert.BertPreprocessor` (strings -> token
+            ids) saved with the model, vocabulary included; the trainer
+            attaches one, so `kerasbert.text_model(load_model("best.keras"))`
+            takes raw strings.
 
     Example:
     >>> import numpy as np
@@ -92,6 +96,7 @@ class MultitaskBert(keras.Model):
         paraphrase_logit_init=None,
         num_sentiment_classes=5,
         dropout=0.1,
+        preprocessor=None,
         **kwargs,
     ):
         settings = _check_settings(
@@ -104,6 +109,10 @@ class MultitaskBert(keras.Model):
         inputs, outputs, vectors = heads.multitask_graph()
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.backbone = backbone
+        # keras-hub's pattern: the task model carries its preprocessor, so a
+        # saved model (vocabulary inside, as an asset) can take raw strings
+        # (`kerasbert.text_model(model)`); the token-id graph does not use it.
+        self.preprocessor = preprocessor
         for key, value in settings.items():
             setattr(self, key, value)
         # Sub-models reuse the layers above, hence the weights. Kept out of
@@ -224,6 +233,8 @@ class MultitaskBert(keras.Model):
             "paraphrase_logit_init": self.paraphrase_logit_init,
             "num_sentiment_classes": self.num_sentiment_classes,
             "dropout": self.dropout,
+            "preprocessor": (None if self.preprocessor is None
+                             else keras.layers.serialize(self.preprocessor)),
         }
 
     @classmethod
@@ -232,7 +243,11 @@ class MultitaskBert(keras.Model):
         backbone = config.pop("backbone")
         if isinstance(backbone, dict):
             backbone = keras.layers.deserialize(backbone)
-        return cls(backbone=backbone, **config)
+        preprocessor = config.pop("preprocessor", None)
+        if isinstance(preprocessor, dict):
+            # Its vocabulary comes back from the .keras assets (load_assets).
+            preprocessor = keras.layers.deserialize(preprocessor)
+        return cls(backbone=backbone, preprocessor=preprocessor, **config)
 
 
 def _check_settings(**settings):

@@ -150,6 +150,13 @@ def test_uninterrupted_run_folder(runs, tiny_data_dir):
         summary["best"]["sst_acc"])
     r = np.corrcoef([sts[i] for i in dev["sts"].ids], dev["sts"].labels)[0, 1]
     assert r == pytest.approx(summary["best"]["sts_pearson"], abs=1e-3)  # 4 decimals in the file
+    # best.keras carries its tokenizer: raw strings in give the run's own dev predictions.
+    similarity = kerasbert.text_model(model, task="similarity")
+    scores = similarity.predict({"text_a": dev["sts"].texts_a, "text_b": dev["sts"].texts_b},
+                                verbose=0)
+    np.testing.assert_allclose(scores, [sts[i] for i in dev["sts"].ids], atol=1e-3)
+    classes = kerasbert.text_model(model).predict(dev["sst"].texts, verbose=0).argmax(-1)
+    assert list(classes) == [sst[i] for i in dev["sst"].ids]
     for task, stem in (("sst", "sst"), ("sts", "sts")):
         test = read_predictions(pred / f"{stem}-test-output.csv")
         assert list(test) == list(load_split(task, "test", tiny_data_dir).ids)

@@ -162,9 +162,14 @@ class MultitaskTrainer:
                 raise ValueError(f"--max-length must be at most {positions} for "
                                  f"{cfg.model or DEFAULT_MODEL} (its position "
                                  f"embeddings), got {cfg.max_length}")
+            # best.keras then carries the tokenizer (vocabulary inside): a loaded
+            # model takes raw strings through kerasbert.text_model(model).
+            preprocessor = kerasbert.BertPreprocessor(
+                self.tokenizer.vocabulary, lowercase=self.tokenizer.lowercase,
+                sequence_length=cfg.max_length)
             self.model = kerasbert.MultitaskBert(
                 backbone, num_sentiment_classes=SENTIMENT_CLASSES[cfg.sentiment_task],
-                **self.variant.model_kwargs())
+                preprocessor=preprocessor, **self.variant.model_kwargs())
             if cfg.mode == "frozen":
                 backbone.trainable = False
 

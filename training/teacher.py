@@ -325,3 +325,30 @@ def _progress(total, label):
     from kerasbert_lite.progress import Progress
     logger.info("%s: %d batches", label, total)
     return Progress(total, label, unit="batch")
+
+
+def with_teacher_outputs(train_data, teacher, folder):
+    """Each training set with (N, 1 + K) labels: the gold label, then the teacher's outputs.
+
+    What a distillation recipe trains on, in the custom loop and in
+    `model.fit` alike (`kerasbert.losses.TaskLosses(teacher_weight=...)`
+    reads the rows). The outputs come through `teacher.cached_outputs`, so
+    the run folder `folder` keeps them for `--resume`.
+
+    Args:
+        train_data: {task: SentenceData or PairData}, labelled.
+        teacher: a `Teacher`.
+        folder: the run folder holding the cache.
+
+    Returns:
+        {task: a copy of the data with the packed labels}.
+    """
+    out = {}
+    for task, data in train_data.items():
+        soft = teacher.cached_outputs(folder, task, data).reshape(len(data), -1)
+        gold = np.asarray(data.labels, np.float32).reshape(-1, 1)
+        packed = data.subset(np.arange(len(data)))
+        packed.labels = np.concatenate([gold, soft], axis=1).astype(np.float32)
+        out[task] = packed
+    return out
+
