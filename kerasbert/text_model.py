@@ -2,7 +2,7 @@
 
 import keras
 
-from kerasbert.bert_preprocessor import BertPreprocessor
+from kerasbert.bert_preprocessor import BertPreprocessor  # noqa: F401  (the docstring example uses it)
 
 _PAIR_TASKS = ("paraphrase", "similarity")
 
