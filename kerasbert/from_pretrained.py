@@ -142,6 +142,21 @@ def _lowercase_setting(folder, config):
     return config.lowercase
 
 
+def pretrained_config(model=None):
+    """The `BertConfig` of a checkpoint folder (as `from_pretrained` resolves `model`), no weights read.
+
+    Example:
+    >>> pretrained_config().num_layers    # the packaged all-MiniLM-L6-v2
+    6
+    """
+    folder = resolve_model_dir(model)
+    for name in ("config.json", "bert_config.json"):  # Hugging Face, Google
+        if (folder / name).is_file():
+            return BertConfig.from_json_file(folder / name)
+    raise FileNotFoundError(f"{folder}: no config.json (Hugging Face) or bert_config.json "
+                            "(Google)")
+
+
 def from_pretrained(model=None, *, allow_pickle=False, lowercase=None, max_length=128,
                     dtype=None, layers=None):
     """Loads a pretrained BERT as `(BertBackbone, BertTokenizer)`.

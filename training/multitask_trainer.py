@@ -589,10 +589,8 @@ def student_layers(config):
     """
     if config.student_layers is None:
         return None
-    from kerasbert.from_pretrained import resolve_model_dir
-    folder = resolve_model_dir(config.model)
-    name = "config.json" if (folder / "config.json").is_file() else "bert_config.json"
-    total = kerasbert.BertConfig.from_json_file(folder / name).num_layers
+    from kerasbert.from_pretrained import pretrained_config
+    total = pretrained_config(config.model).num_layers
     if config.student_layers > total:
         raise ValueError(f"--student-layers must be at most {total} (the encoder's layers), "
                          f"got {config.student_layers}")
