@@ -119,7 +119,8 @@ class MultitaskTrainer:
         self.data_dir = resolve_data_dir(config.data_dir)
         sentiment = config.sentiment_task
         if sentiment not in SENTIMENT_CLASSES:
-            raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
+            raise ValueError(f"sentiment task must be {' or '.join(SENTIMENT_CLASSES)}, "
+                             f"got {sentiment!r}")
         self.train_tasks = trained_tasks(config, self.variant)
         self.eval_tasks = ((sentiment,) if self.variant.single_task
                            else (sentiment,) + tuple(t for t in MULTITASK
