@@ -170,3 +170,33 @@ def test_classifier_trains_on_the_new_dataset(fourth, tiny_model_dir, tiny_data_
         1 for line in (data / "ids-sst2-dev.csv").read_text().splitlines()[1:])
     assert {line.split(",")[1] for line in dev[1:]} <= {"0", "1"}
     assert (out / "predictions" / "sst2-test-output.csv").is_file()
+
+
+def test_multitask_run_trains_and_scores_a_new_pair_dataset(fourth, tiny_model_dir, tiny_data_dir,
+                                                            tmp_path):
+    """`--tasks sst,sts2`: the new pair set trains the similarity head and picks the epoch."""
+    import json
+    import shutil
+
+    from tiny_setup import tiny_config
+    from training.data_files import required_files
+    from training.multitask_trainer import MultitaskTrainer
+    from training.variants import get_variant
+
+    assert required_files(get_variant("bm"), tasks=("sst", "sts2")) == [
+        ("sst", "train"), ("sts2", "train"), ("sst", "dev"), ("quora", "dev"), ("sts", "dev"),
+        ("sts2", "dev")]
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    for split in ("train", "dev"):  # the tiny STS files under the new row's names
+        shutil.copy(data / f"sts-{split}.csv", data / f"sts2-{split}.csv")
+    out = tmp_path / "run"
+    config = tiny_config(tiny_model_dir, data, out, variant="bm", tasks=("sst", "sts2"), epochs=1)
+    MultitaskTrainer(config).train()
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best"]
+    assert {"sst_acc", "quora_acc", "sts_pearson", "sts2_pearson"} <= set(best)
+    # Same dev file, same head: the new row scores exactly what STS does.
+    assert best["sts2_pearson"] == pytest.approx(best["sts_pearson"], abs=1e-4)
+    assert (out / "predictions" / "sts2-dev-output.csv").read_text().splitlines()[0] == (
+        "id,Predicted_Similarity")
