@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from experiments.tables import format_score
+from kerasbert_lite.tasks import benchmark_task
 from training import run_folder as rf
 from training.run_folder import training_version
 
@@ -23,8 +24,9 @@ MIB = 2 ** 20
 _PARITY_FORMATS = (("saved_model", "SavedModel"), ("tflite_float32", "TFLite float32, text in"),
                    ("tflite_ids_float32", "TFLite float32, ids in"))
 _SIGNATURES = ("sentiment", "paraphrase", "similarity", "embed")
-_INT8_METRICS = (("sst_accuracy", "SST acc", 3), ("quora_accuracy", "Quora acc", 3),
-                 ("sts_pearson", "STS r", 4))
+# (manifest key, label, digits) of each output's int8 metric; a Pearson r gets 4 digits.
+_INT8_METRICS = tuple((t.export_metric, t.column, 4 if t.label == "score" else 3)
+                      for t in map(benchmark_task, ("sentiment", "paraphrase", "similarity")))
 _SIZES = (("saved_model", "SavedModel"), ("float32", "float32 TFLite"), ("int8", "int8 TFLite"),
           ("ids_float32", "ids-in float32"), ("ids_int8", "ids-in int8"))
 

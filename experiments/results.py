@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from kerasbert_lite.tasks import MULTITASK
 from training import run_folder as rf
 
 from experiments.export_figures import export_section
@@ -67,12 +68,13 @@ def plot_curves(path=None, results_dir=RESULTS_DIR, smooth=0.6):
     import matplotlib.pyplot as plt
 
     path = Path(path or Path(results_dir) / rf.LEARNING_CURVES)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    # One loss panel per benchmark task, then the dev score.
+    fig, axes = plt.subplots(1, len(MULTITASK) + 1, figsize=(18, 4))
     for i, row in enumerate(r for r in rows(results_dir) if (r / "train_loss.csv").is_file()):
         colour = f"C{i % 10}"
         with open(row / "train_loss.csv") as f:
             records = list(csv.DictReader(f))
-        for ax, task in zip(axes, ("sst", "quora", "sts")):
+        for ax, task in zip(axes, MULTITASK):
             points = [(int(r["step"]), float(r["loss"])) for r in records if r["task"] == task]
             if not points:
                 continue
@@ -84,12 +86,12 @@ def plot_curves(path=None, results_dir=RESULTS_DIR, smooth=0.6):
         epochs = history(row)
         scores = [h["dev"].get("overall_cs224n") for h in epochs]
         if all(s is not None for s in scores):
-            axes[3].plot([h["epoch"] for h in epochs], scores, "o-", color=colour,
+            axes[-1].plot([h["epoch"] for h in epochs], scores, "o-", color=colour,
                          label=row.name)
-    for ax, task in zip(axes, ("sst", "quora", "sts")):
+    for ax, task in zip(axes, MULTITASK):
         ax.set(title=f"{task} training loss (EMA {smooth})", xlabel="step")
-    axes[3].set(title="dev CS224N overall", xlabel="epoch")
-    axes[3].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[-1].set(title="dev CS224N overall", xlabel="epoch")
+    axes[-1].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=.3)
         ax.legend(fontsize=7)

@@ -9,11 +9,13 @@
 import json
 from pathlib import Path
 
+from kerasbert_lite.tasks import MULTITASK, TASKS
 from training import run_folder as rf
 
 from experiments.rows import RESULTS_DIR, rows
 
-METRICS = ("sst_acc", "quora_acc", "sts_pearson")
+# The benchmark's columns, one per output: `sst_acc`, `quora_acc`, `sts_pearson`.
+METRICS = tuple(TASKS[t].metric for t in MULTITASK)
 
 # The paper's dev scores (SST acc, Quora acc, STS r) for the rows it reports;
 # `None` where the paper has no such row or column.
@@ -45,15 +47,31 @@ def format_score(value, digits=3):
     return "" if value is None else f"{value:.{digits}f}".lstrip("0").replace("-0.", "-.")
 
 
+def column_score(best, task):
+    """The row's score in benchmark task `task`'s column, or None.
+
+    A row trained on another dataset of the same output (a classifier on
+    CFIMDB) shows its score there: the column is the output's.
+
+    >>> column_score({"cfimdb_acc": .963}, "sst"), column_score({"cfimdb_acc": .963}, "sts")
+    (0.963, None)
+    """
+    output = TASKS[task].output
+    candidates = [task] + [t for t, row in TASKS.items() if row.output == output and t != task]
+    return next((best[TASKS[t].metric] for t in candidates if TASKS[t].metric in best), None)
+
+
 def table(results_dir=RESULTS_DIR):
     """The markdown table of every row: ours beside the paper's, with the targets."""
-    lines = ["| row | paper row | epochs | SST acc | Quora acc | STS r | overall mean "
-             "| CS224N overall | paper SST / Quora / STS | min/epoch |",
+    benchmark = [TASKS[t] for t in MULTITASK]
+    lines = ["| row | paper row | epochs | " + " | ".join(t.column for t in benchmark)
+             + " | overall mean | CS224N overall | paper "
+             + " / ".join(t.display_name for t in benchmark) + " | min/epoch |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows(results_dir):
         summary = json.loads((row / rf.SUMMARY).read_text())
         best = summary["best"]
-        ours = [best.get(m, best.get("cfimdb_acc") if m == "sst_acc" else None) for m in METRICS]
+        ours = [column_score(best, t) for t in MULTITASK]
         paper_name, paper = PAPER.get(row.name, ("", (None, None, None)))
         cells = []
         for value, reference in zip(ours, paper):
@@ -80,7 +98,9 @@ def em_size_table(results_dir=RESULTS_DIR):
     em = Path(results_dir) / "em"
     curve = json.loads((em / "ensemble_size.json").read_text())
     chosen = json.loads((em / "run.json").read_text())["chosen_size"]
-    lines = ["| size | members added | SST | Quora | STS r | CS224N overall |",
+    # A score keeps its unit ("STS r"); accuracies go by the dataset's name alone.
+    heads = [t.column if t.label == "score" else t.display_name for t in map(TASKS.get, MULTITASK)]
+    lines = ["| size | members added | " + " | ".join(heads) + " | CS224N overall |",
              "|---|---|---|---|---|---|"]
     for point in curve:
         added = ("" if point["size"] == 1 else "+ ") + f"`{point['members'][-1]}`"

@@ -26,6 +26,7 @@ import tensorflow as tf
 from export.mediapipe_metadata import BERT_INPUT_NAMES, bert_metadata, populate
 from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.multitask_ensemble import trim_padding
+from kerasbert_lite.tasks import benchmark_task
 
 SST_LABELS = ("very negative", "negative", "neutral", "positive", "very positive")
 # kind -> (file name, model, quantisation)
@@ -80,7 +81,8 @@ def choose_embedder(ensemble):
                       "of two sentence embeddings")
 
     def sts(i):
-        r = ensemble.runs[i].dev_scores().get("sts_pearson") if i < len(ensemble.runs) else None
+        metric = benchmark_task("similarity").metric
+        r = ensemble.runs[i].dev_scores().get(metric) if i < len(ensemble.runs) else None
         return -math.inf if r is None else r
     best = max(candidates, key=sts)
     return best, f"best STS dev r of {len(candidates)} cosine bi-encoder member(s)"

@@ -22,6 +22,7 @@ import numpy as np
 from export.device_models import DEVICE_KINDS, cosine_to_score
 from export.multitask_ensemble import MultitaskEnsemble
 from export.tflite_runtime import load_interpreter
+from kerasbert_lite.tasks import benchmark_task
 
 
 class DeviceModelRunner:
@@ -151,7 +152,7 @@ def verify_device_models(ensemble, out_dir, files, device, samples, task_args,
     drift["sentiment_agreement"] = float(np.mean(x.argmax(-1) == y.argmax(-1)))
     labels = samples["sentiment"]["labels"]
     if labels is not None:
-        drift["sst_accuracy"] = {"float32": float(np.mean(x.argmax(-1) == labels)),
+        drift[benchmark_task("sentiment").export_metric] = {"float32": float(np.mean(x.argmax(-1) == labels)),
                                  "int8": float(np.mean(y.argmax(-1) == labels))}
     if device["embedder"]["written"]:
         output = device["embedder"]["similarity_output"]
@@ -165,7 +166,7 @@ def verify_device_models(ensemble, out_dir, files, device, samples, task_args,
         drift["score_max_abs_diff"] = float(np.max(np.abs(fs - qs)))
         sts = samples["similarity"]["labels"]
         if sts is not None:
-            drift["sts_pearson"] = {"float32": _pearson(fs, sts), "int8": _pearson(qs, sts)}
+            drift[benchmark_task("similarity").export_metric] = {"float32": _pearson(fs, sts), "int8": _pearson(qs, sts)}
     log("device files, int8 vs float32: " + ", ".join(
         f"{k} {v:.4f}" if not isinstance(v, dict) else
         f"{k} " + "/".join(f"{n} {w:.4f}" for n, w in v.items()) for k, v in drift.items()))

@@ -37,6 +37,7 @@ from export.multitask_ensemble import SIGNATURES, MultitaskEnsemble
 from export.tflite_flatbuffer import rename_io_tensors, signature_io
 from export.tflite_runtime import custom_op_names, file_size
 from kerasbert_lite.progress import Progress, bar_log
+from kerasbert_lite.tasks import benchmark_task
 from training.run_folder import atomic_write_text
 
 SAVED_MODEL_DIR = "saved_model"
@@ -132,7 +133,8 @@ def write_device_models(ensemble, out_dir, tmp, files, log=print, done=None):
         entry["embedder"] = {
             "written": True, "member": embedder_member,
             "run": str(run.path) if run else None, "variant": run.variant if run else None,
-            "sts_dev_pearson": run.dev_scores().get("sts_pearson") if run else None,
+            "sts_dev_pearson": (run.dev_scores().get(benchmark_task("similarity").metric)
+                                if run else None),
             "why": why, "output": "embedding", "embedding_dim": int(
                 ensemble.embedding_dims[embedder_member]),
             "score_from_cosine": COSINE_TO_SCORE[member.similarity_output],

@@ -50,8 +50,9 @@ def main(argv=None):
     data_dir = args.data_dir
     if data_dir is not None and args.verify:
         # Checked now, not after minutes of conversion.
+        from kerasbert_lite.tasks import MULTITASK
         from training.readers import split_path
-        missing = [str(split_path(task, "dev", data_dir)) for task in ("sst", "quora", "sts")
+        missing = [str(split_path(task, "dev", data_dir)) for task in MULTITASK
                    if not split_path(task, "dev", data_dir).is_file()]
         if missing:
             print(f"error: --data-dir {data_dir}: missing {', '.join(missing)}", file=sys.stderr)

@@ -24,7 +24,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from kerasbert_lite.tasks import TASKS
+from kerasbert_lite.tasks import benchmark_task
 
 STS_THRESHOLD = 2.5  # the paper's thresholding: 0-2 -> 0, 3-5 -> 1
 _EPS = 1e-7
@@ -157,7 +157,7 @@ SIMILARITY_LOSSES = {
     "bce_threshold": thresholded_similarity_bce,
     "mse": similarity_mse,
 }
-SIMILARITY_LOSS_NAMES = TASKS["sts"].losses
+SIMILARITY_LOSS_NAMES = benchmark_task("similarity").losses
 assert set(SIMILARITY_LOSS_NAMES) == set(SIMILARITY_LOSSES) | {"infonce"}
 
 

@@ -38,6 +38,7 @@ def required_files(variant, tasks=None, sentiment_task="sst"):
     trained = [sentiment_task if TASKS[t].output == "sentiment" else t
                for t in (tasks or variant.tasks)]
     scored = (sentiment_task,) + tuple(t for t in MULTITASK if TASKS[t].output != "sentiment")
+    scored += tuple(t for t in trained if t not in scored)  # a new row's dev picks the epoch
     return [(t, "train") for t in trained] + [(t, "dev") for t in scored]
 
 

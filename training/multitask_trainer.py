@@ -119,11 +119,15 @@ class MultitaskTrainer:
         self.data_dir = resolve_data_dir(config.data_dir)
         sentiment = config.sentiment_task
         if sentiment not in SENTIMENT_CLASSES:
-            raise ValueError(f"sentiment task must be sst or cfimdb, got {sentiment!r}")
+            raise ValueError(f"sentiment task must be {' or '.join(SENTIMENT_CLASSES)}, "
+                             f"got {sentiment!r}")
         self.train_tasks = trained_tasks(config, self.variant)
-        self.eval_tasks = ((sentiment,) if self.variant.single_task
-                           else (sentiment,) + tuple(t for t in MULTITASK
-                                                     if get_task(t).output != "sentiment"))
+        benchmark = ((sentiment,) if self.variant.single_task
+                     else (sentiment,) + tuple(t for t in MULTITASK
+                                               if get_task(t).output != "sentiment"))
+        # A trained dataset outside the benchmark (a new table row) is scored too:
+        # its dev metric is what picks the best epoch.
+        self.eval_tasks = benchmark + tuple(t for t in self.train_tasks if t not in benchmark)
         if config.mode not in ("finetune", "frozen"):
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
         self.lr = config.lr if config.lr is not None else self.variant.lr

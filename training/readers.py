@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasbert_lite.tasks import SENTIMENT_CLASSES, SPLITS, TASKS, get_task  # noqa: F401
+from kerasbert_lite.tasks import (SENTIMENT_CLASSES, SPLITS, TASKS, get_task,  # noqa: F401
+                                  tasks_of_output)
 from training.examples import PairData, SentenceData, SkippedRow
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ def read_sentiment(path, num_classes, labeled=True):
     Returns:
         `SentenceData` with int32 labels (None when unlabeled).
     """
-    task = TASKS["cfimdb" if num_classes == 2 else "sst"]
+    # Every sentiment dataset has these columns; the one of this class count names errors.
+    sentiment = tasks_of_output("sentiment")
+    task = next((t for t in sentiment if t.num_classes == num_classes), sentiment[0])
     return read_task(dataclasses.replace(task, num_classes=num_classes), path, labeled)
 
 

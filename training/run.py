@@ -14,6 +14,7 @@ import sys
 
 
 def build_parser():
+    from kerasbert_lite.tasks import sentiment_task_names
     from training.train_config import SCHEDULES
     from training.variants import VARIANTS
 
@@ -52,8 +53,8 @@ def build_parser():
     add("--tasks", default=None,
         help="comma-separated datasets to train on, e.g. 'sst' for the SST-only run "
              "(default: the variant's; evaluation always covers all three)")
-    add("--task", default="sst", choices=("sst", "cfimdb"),
-        help="sentiment dataset (for --variant classifier: sst or cfimdb)")
+    add("--task", default="sst", choices=sentiment_task_names(),
+        help=f"sentiment dataset (for --variant classifier: {' or '.join(sentiment_task_names())})")
     add("--mode", default="finetune", choices=("finetune", "frozen"),
         help="finetune the encoder, or freeze it and train only the heads")
     add("--schedule", default="round_robin", choices=SCHEDULES,

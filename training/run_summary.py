@@ -2,10 +2,16 @@
 
 from pathlib import Path
 
-# Dev metrics in the order a reader compares them, with their names in the table.
-_ROWS = (("sst_acc", "SST accuracy"), ("cfimdb_acc", "CFIMDB accuracy"),
-         ("quora_acc", "Quora accuracy"), ("sts_pearson", "STS Pearson r"),
-         ("overall_cs224n", "overall (CS224N)"))
+from kerasbert_lite.tasks import TASKS
+
+
+def _rows():
+    """(key, name) of the dev metrics, in table order, then the overall score.
+
+    Read at each call, so a row added to `TASKS` is printed too.
+    """
+    return [(t.metric, t.metric_title) for t in TASKS.values()] + [
+        ("overall_cs224n", "overall (CS224N)")]
 
 
 def summary_table(summary, out):
@@ -35,7 +41,7 @@ def summary_table(summary, out):
     lines = [f"{summary.get('variant')}: best epoch {summary.get('best_epoch')} of "
              f"{summary.get('epochs')}" + (f" ({minutes:.1f} min/epoch)" if minutes else "")]
     best = summary.get("best") or {}
-    lines += [f"  {label:<18} {best[key]:.3f}" for key, label in _ROWS if key in best]
+    lines += [f"  {label:<18} {best[key]:.3f}" for key, label in _rows() if key in best]
     lines += [f"{Path(out).as_posix()}/",
               "  best.keras         the best epoch's model (token ids in; see README: raw strings)",
               "  predictions/       CS224N dev and test outputs, dev-outputs.npz",

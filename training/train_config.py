@@ -115,7 +115,7 @@ class TrainConfig:
         lengths. What needs the model or the files (the model's position
         count, the folders) is checked by the trainer before it reads data.
         """
-        from kerasbert_lite.tasks import TASKS
+        from kerasbert_lite.tasks import TASKS, sentiment_task_names
         from training.variants import VARIANTS
 
         def need(ok, flag, rule, value):
@@ -156,7 +156,8 @@ class TrainConfig:
         need(self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}",
              self.schedule)
         need(self.mode in ("finetune", "frozen"), "--mode", "finetune or frozen", self.mode)
-        need(self.sentiment_task in ("sst", "cfimdb"), "--task", "sst or cfimdb",
+        sentiment = sentiment_task_names()
+        need(self.sentiment_task in sentiment, "--task", " or ".join(sentiment),
              self.sentiment_task)
         from training.precision import PRECISIONS
         need(self.precision in PRECISIONS, "--precision", f"one of {', '.join(PRECISIONS)}",

@@ -8,7 +8,7 @@ its dev scores is `experiments.tables.PAPER`, not part of a recipe.
 
 import dataclasses
 
-from kerasbert_lite.tasks import MULTITASK, TASKS
+from kerasbert_lite.tasks import MULTITASK, TASKS, benchmark_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Variant:
     distill: bool = False
 
     def __post_init__(self):
-        if self.similarity_loss not in TASKS["sts"].losses:
+        if self.similarity_loss not in benchmark_task("similarity").losses:
             raise ValueError(f"{self.name}: unknown similarity_loss {self.similarity_loss!r}")
         unknown = set(self.tasks) - set(TASKS)
         if unknown:

@@ -17,8 +17,16 @@ Example:
 'para-dev-output.csv'
 >>> [t.name for t in tasks_of_output("sentiment")]
 ['sst', 'cfimdb']
+>>> benchmark_task("similarity").name, TASKS["sst"].column, TASKS["sts"].export_metric
+('sts', 'SST acc', 'sts_pearson')
+
+The derived mappings (`METRIC_NAMES`, `SENTIMENT_CLASSES`) are live views of
+`TASKS`, so a row added to it at run time (a test's, a plugin's) shows in them:
+>>> dict(SENTIMENT_CLASSES)
+{'sst': 5, 'cfimdb': 2}
 """
 
+import collections.abc
 import dataclasses
 
 import numpy as np
@@ -48,6 +56,7 @@ class Task:
         metric: the dev metric's key, `{name}_acc` or `{name}_pearson`.
         prediction_stem, prediction_column: the CS224N prediction file
             `{prediction_stem}-{split}-output.csv` and its value column.
+        title: the name tables and logs print ("SST", "Quora"); default `name`.
     """
 
     name: str
@@ -62,6 +71,30 @@ class Task:
     prediction_column: str
     num_classes: int = None
     label_range: tuple = None
+    title: str = None
+
+    @property
+    def display_name(self):
+        return self.title or self.name
+
+    @property
+    def column(self):
+        """The metric's short header in tables: "SST acc", "STS r"."""
+        return f"{self.display_name} {'r' if self.label == 'score' else 'acc'}"
+
+    @property
+    def metric_title(self):
+        """The metric's long name in a run's summary: "SST accuracy", "STS Pearson r"."""
+        return f"{self.display_name} {'Pearson r' if self.label == 'score' else 'accuracy'}"
+
+    @property
+    def export_metric(self):
+        """The metric's key in export manifests: `sst_accuracy`, `quora_accuracy`, `sts_pearson`.
+
+        Manifests spell accuracy out (unlike `metric`); committed ones are
+        read back, so the spelling stays.
+        """
+        return self.metric if self.label == "score" else f"{self.name}_accuracy"
 
     def file(self, split):
         """The file name of `split` ("train", "dev" or "test")."""
@@ -108,21 +141,48 @@ _PAIR = dict(text_columns=("sentence1", "sentence2"))
 
 TASKS = {t.name: t for t in (
     Task("sst", file_stem="ids-sst", metric="sst_acc", prediction_stem="sst", num_classes=5,
-         **_SENTENCE),
+         title="SST", **_SENTENCE),
     Task("cfimdb", file_stem="ids-cfimdb", metric="cfimdb_acc", prediction_stem="cfimdb",
-         num_classes=2, **_SENTENCE),
+         num_classes=2, title="CFIMDB", **_SENTENCE),
     Task("quora", output="paraphrase", file_stem="quora", label_column="is_duplicate",
          label="binary", losses=("bce", "bce_infonce"), metric="quora_acc", prediction_stem="para",
-         prediction_column="Predicted_Is_Paraphrase", **_PAIR),
+         prediction_column="Predicted_Is_Paraphrase", title="Quora", **_PAIR),
     Task("sts", output="similarity", file_stem="sts", label_column="similarity",
          label="score", label_range=(0.0, 5.0), losses=("bce_threshold", "mse", "infonce"),
          metric="sts_pearson", prediction_stem="sts",
-         prediction_column="Predicted_Similarity", **_PAIR),
+         prediction_column="Predicted_Similarity", title="STS", **_PAIR),
 )}
 # The multitask benchmark's three datasets, one per output, in output order.
 MULTITASK = ("sst", "quora", "sts")
-SENTIMENT_CLASSES = {t.name: t.num_classes for t in TASKS.values() if t.output == "sentiment"}
-METRIC_NAMES = {t.name: t.metric for t in TASKS.values()}
+
+
+class _TableView(collections.abc.Mapping):
+    """{name: value(task)} over the `TASKS` rows `keep(task)` picks, read at each use.
+
+    A dict built at import would miss rows added to `TASKS` later.
+    """
+
+    def __init__(self, value, keep=lambda task: True):
+        self._value, self._keep = value, keep
+
+    def __getitem__(self, name):
+        task = TASKS[name]
+        if not self._keep(task):
+            raise KeyError(name)
+        return self._value(task)
+
+    def __iter__(self):
+        return (name for name, task in TASKS.items() if self._keep(task))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+SENTIMENT_CLASSES = _TableView(lambda t: t.num_classes, lambda t: t.output == "sentiment")
+METRIC_NAMES = _TableView(lambda t: t.metric)
 
 
 def get_task(name):
@@ -138,3 +198,24 @@ def tasks_of_output(output):
     if output not in OUTPUTS:
         raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")
     return [t for t in TASKS.values() if t.output == output]
+
+
+def benchmark_task(output):
+    """The `MULTITASK` dataset of `output`: the one the benchmark scores it on.
+
+    >>> benchmark_task("paraphrase").name
+    'quora'
+    """
+    for name in MULTITASK:
+        if TASKS[name].output == output:
+            return TASKS[name]
+    raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")
+
+
+def sentiment_task_names():
+    """The `--task` choices: every sentiment dataset, in table order.
+
+    >>> sentiment_task_names()
+    ('sst', 'cfimdb')
+    """
+    return tuple(t.name for t in tasks_of_output("sentiment"))
