@@ -4,6 +4,8 @@
     python -m training.run --variant classifier --task cfimdb --mode frozen
     python -m training.run --variant bm --tasks sst          # SST-only multitask
     python -m training.run --variant dps_mse --out runs/x --resume
+    python -m training.run --strategy mirrored                # all GPUs of this machine
+    TF_CONFIG='{...}' python -m training.run --strategy multiworker   # one per machine
 """
 
 import argparse
@@ -16,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser():
-    from training.train_config import SCHEDULES
+    from training.train_config import SCHEDULES, STRATEGIES
     from training.variants import VARIANTS
 
     variants = "\n".join(f"  {v.name:<13} {v.description} [{v.paper}]" for v in VARIANTS.values())
@@ -76,6 +78,16 @@ def build_parser():
     add("--log-every", type=int, default=20,
         help="steps between reads of the loss (progress bar, TensorBoard, NaN check) (20)")
     add("--seed", type=int, default=0, help="seeds data order, dropout and head init (0)")
+    add("--strategy", default="auto", choices=STRATEGIES,
+        help="tf.distribute strategy: auto = multiworker when TF_CONFIG names more than one "
+             "worker, mirrored on 2+ GPUs, else one device; --batch-size stays the global "
+             "batch (split over the replicas). Recorded in config.json with replicas and workers")
+    add("--tpu", default=None,
+        help="TPU address for --strategy tpu (grpc://host:8470, a TPU name, or 'local' on a "
+             "TPU VM); untested here")
+    add("--collective-timeout", type=float, default=None,
+        help="multiworker: seconds a collective waits for the other workers before the run "
+             "stops with an error (default: TensorFlow's peer health check, about a minute)")
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
     add("--resume", action="store_true",
@@ -109,7 +121,8 @@ def config_from_args(args):
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
-        seed=args.seed)
+        seed=args.seed, strategy=args.strategy, tpu=args.tpu,
+        collective_timeout=args.collective_timeout)
 
 
 def main(argv=None):
@@ -123,6 +136,8 @@ def main(argv=None):
     try:
         # Every flag is checked here, before TensorFlow starts or data is read.
         config = config_from_args(args)
+        from training.strategy import check_strategy_setup
+        check_strategy_setup(config.strategy, config.tpu)
         if args.kill_after_steps is not None and args.kill_after_steps < 1:
             raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
     except (OSError, ValueError) as e:
