@@ -258,8 +258,10 @@ class MultitaskTrainer:
 
             def replica_outputs(x, weight, index):
                 # Every replica's rows, gathered in replica order: the global batch.
+                # (identity: placed on this replica's device, as a gather needs.)
                 return tf.distribute.get_replica_context().all_gather(
-                    (submodel(x, training=False), weight, index), axis=0)
+                    tuple(tf.identity(t) for t in (submodel(x, training=False), weight, index)),
+                    axis=0)
 
             compiled = tf.function(replica_outputs, jit_compile=self.jit_compile,
                                    reduce_retracing=True)

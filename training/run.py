@@ -126,7 +126,8 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line."""
+    """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line
+    (3 when a multi-worker run lost a worker)."""
     from kerasbert_lite.error_line import error_line
 
     args = build_parser().parse_args(argv)
@@ -144,12 +145,25 @@ def main(argv=None):
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+    import tensorflow as tf
+
     try:
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
     except (OSError, ValueError, NonFiniteLoss) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        # A collective of a multi-worker run failed: a worker died, hung or
+        # cannot be reached. The process's collective runtime is left
+        # unusable (and its threads may block a normal exit): leave now.
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"error: {config.out}: lost contact with another worker ({type(e).__name__}: "
+              f"{first[:300]}); check every worker, then start them all again with --resume",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {config.out}", file=sys.stderr)
     return 0
