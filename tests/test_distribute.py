@@ -38,7 +38,8 @@ from tiny_setup import TINY_FLAGS
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STEPS = 3
-LIMIT = 64
+LIMIT = 64  # (b): --limit 64, as the issue asks
+LOST_LIMIT = 32  # (c): 4 batches a task, kill in the second round
 
 
 def _env(**extra):
@@ -69,6 +70,10 @@ def test_two_logical_cpus_match_one_device(tiny_model_dir_no_dropout, tiny_data_
         assert r[variant]["max_output_diff"] < 1e-5
         for name, value in r[variant]["dev"][0].items():
             assert abs(r[variant]["dev"][1][name] - value) < 1e-5, name
+    print("two logical CPUs vs one device: " + ", ".join(
+        f"{v} max loss difference {np.abs(np.subtract(*r[v]['losses'])).max():.1e}, "
+        f"weights {r[v]['max_weight_diff']:.1e}, dev outputs {r[v]['max_output_diff']:.1e}"
+        for v in ("dps_mse", "infonce")) + f"; fit weights {r['fit']['max_weight_diff']:.1e}")
     # InfoNCE had positives to train on (its loss is not the no-positive 0).
     assert r["infonce"]["losses"][0][2] > 0
     # model.fit: the gradient clip was active and acts on the replicas' sum.
@@ -132,7 +137,7 @@ def _fit_two_devices(trainer, mirrored):
     import kerasbert
     from kerasbert import BertBackbone
     from training.engine import make_optimizer
-    from training.keras_fit import compile_multitask, make_fit_dataset
+    from training.keras_fit import _set_trainable, compile_multitask, make_fit_dataset
     from training.variants import get_variant
 
     variant, clip = get_variant("infonce"), 0.05
@@ -150,6 +155,7 @@ def _fit_two_devices(trainer, mirrored):
                                             **variant.model_kwargs())
             if weights is not None:
                 model.set_weights(weights)
+            _set_trainable(model)  # as compile_multitask does, before the optimizer
             optimizer = make_optimizer(model, 1e-3, 1e-2, clip_norm=clip)
             compile_multitask(model, variant, optimizer=optimizer, jit_compile=False)
         start = model.get_weights()
@@ -264,7 +270,7 @@ def test_two_workers_write_one_run_folder(flags, tmp_path):
 
 
 KILL_AT = 5
-TIMEOUT = 20
+TIMEOUT = 45  # above the start-up skew of two workers on a loaded 2-core CPU
 
 
 def test_a_lost_worker_stops_the_other_and_the_run_resumes(flags, tmp_path):
@@ -272,7 +278,7 @@ def test_a_lost_worker_stops_the_other_and_the_run_resumes(flags, tmp_path):
     out = tmp_path / "run"
     ports = _free_ports(2)
     args = [*flags, "--out", str(out), "--collective-timeout", str(TIMEOUT),
-            "--checkpoint-every", "3"]
+            "--checkpoint-every", "3", "--limit", str(LOST_LIMIT)]
     chief = _start(args, tmp_path / "w0.log", _tf_config(ports, 0))
     killed = _start([*args, "--kill-after-steps", str(KILL_AT)], tmp_path / "w1.log",
                     _tf_config(ports, 1))

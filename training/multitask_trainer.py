@@ -153,7 +153,9 @@ class MultitaskTrainer:
         # The best epoch's weights and dev outputs, kept in memory for the
         # end of the run (every worker has them; none reads the chief's files).
         self._best = None
-        self.jit_compile = resolve_jit(config.jit_compile)
+        # A TPU compiles every step with XLA: take the few XLA buckets.
+        self.jit_compile = (True if strategies.kind(self.strategy) == "tpu"
+                            and config.jit_compile == "auto" else resolve_jit(config.jit_compile))
         self.buckets = tuple(config.buckets or (XLA_BUCKETS if self.jit_compile else GRAPH_BUCKETS))
         # Evaluation has no gradient and in graph mode no compile per shape:
         # every multiple of 8 is a bucket, so a batch pads at most 7 tokens.
