@@ -315,6 +315,10 @@ def test_multiworker_without_tf_config_is_one_error_line(capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("error: --strategy multiworker: TF_CONFIG")
     assert main(["--tpu", "grpc://10.0.0.2:8470"]) == 2
     assert "--tpu" in capsys.readouterr().err
+    # An address that does not answer: one line at once, not a hang in TPU start-up.
+    assert main(["--strategy", "tpu", "--tpu", f"grpc://127.0.0.1:{_free_ports(1)[0]}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach 127.0.0.1" in err[0], err
     monkeypatch.setenv("TF_CONFIG", "{not json")
     assert main(["--strategy", "multiworker"]) == 2
     assert "TF_CONFIG: not valid JSON" in capsys.readouterr().err

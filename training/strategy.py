@@ -113,6 +113,7 @@ def make_strategy(name="auto", tpu=None, collective_timeout=None):
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout or None)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    _check_reachable(tpu)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -122,6 +123,19 @@ def make_strategy(name="auto", tpu=None, collective_timeout=None):
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                          ) from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _check_reachable(tpu, timeout=10):
+    """A `grpc://host:port` TPU address that does not answer: a `ValueError` now, not a hang."""
+    if not tpu or not tpu.startswith("grpc://"):
+        return
+    import socket
+
+    host, _, port = tpu[len("grpc://"):].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--tpu {tpu}: cannot reach {host}:{port} ({e})") from None
 
 
 def kind(strategy):
