@@ -24,7 +24,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from kerasbert_lite.tasks import benchmark_task
+from kerasbert.replicas import gather_rows, replica_info, replica_sum
+from kerasbert_lite.tasks import TASKS, benchmark_task
 
 STS_THRESHOLD = 2.5  # the paper's thresholding: 0-2 -> 0, 3-5 -> 1
 _EPS = 1e-7
@@ -73,16 +74,36 @@ def info_nce(u, v, positive, temperature):
     versa). Only rows with `positive` (B,) true contribute; the rest still
     serve as negatives. Logits are cosine similarities over `temperature`.
     Returns 0 when the batch has no positive pair.
+
+    Under a `tf.distribute` strategy each replica holds a share of the
+    global batch: its rows are compared with every replica's (gathered,
+    `kerasbert.replicas.gather_rows`) and the mean is over the global
+    batch's positives, so the replicas' losses average to the one-device
+    loss of the whole batch and the gradients sum to its gradient.
     """
     u = tf.math.l2_normalize(tf.cast(u, tf.float32), axis=-1)
     v = tf.math.l2_normalize(tf.cast(v, tf.float32), axis=-1)
-    logits = tf.matmul(u, v, transpose_b=True) / temperature  # (B, B)
-    targets = tf.range(tf.shape(logits)[0])
-    a_to_b = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    b_to_a = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=targets, logits=tf.transpose(logits))
     weight = tf.cast(positive, tf.float32)
-    return tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+    replica, replicas = replica_info()
+    if replicas == 1:
+        logits = tf.matmul(u, v, transpose_b=True) / temperature  # (B, B)
+        targets = tf.range(tf.shape(logits)[0])
+        a_to_b = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        b_to_a = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=targets, logits=tf.transpose(logits))
+        return (tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight)
+                / tf.maximum(tf.reduce_sum(weight), 1.0))
+    # This replica's rows against the global batch's: (b, R * b), the
+    # positive of local row i at global column replica * b + i.
+    rows = tf.shape(u)[0]
+    targets = replica * rows + tf.range(rows)
+    a_to_b = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=tf.matmul(u, gather_rows(v), transpose_b=True) / temperature)
+    b_to_a = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=tf.matmul(v, gather_rows(u), transpose_b=True) / temperature)
+    positives = tf.maximum(replica_sum(tf.reduce_sum(weight)), 1.0)
+    # Times `replicas`: the mean over replicas of these is the global mean.
+    return tf.reduce_sum(0.5 * (a_to_b + b_to_a) * weight) * replicas / positives
 
 
 def sentiment_distillation(logits, teacher_probabilities, temperature=1.0, weight=None):

@@ -192,9 +192,17 @@ class MultitaskBert(keras.Model):
     def train_step(self, data):
         if self._task_losses is None:
             return super().train_step(data)
+        from kerasbert.replicas import cross_replica_gradients, replica_info
+
         x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
-        loss, parts, predictions, grads = self.task_gradients(x, y, self._task_losses,
-                                                              self.optimizer)
+        # Under a multi-replica strategy each replica holds its share of the
+        # batch: the gradients are summed and clipped by their global norm
+        # over the replicas, as on one device (not per replica, as Keras would).
+        _, replicas = replica_info()
+        loss, parts, predictions, grads = self.task_gradients(
+            x, y, self._task_losses, self.optimizer, replicas=replicas)
+        if replicas > 1:
+            grads = cross_replica_gradients(grads, self.trainable_variables, self.optimizer)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._logs(x, y, weight, loss, parts, predictions)
 

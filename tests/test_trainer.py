@@ -499,11 +499,10 @@ def _mirrored_worker(model_dir, data_dir, out, result):
         if weights is not None:
             trainer.model.set_weights(weights)
         start = trainer.model.get_weights()
-        order = task_schedule(trainer.batch_counts)[:MIRRORED_STEPS]
-        iterators = {t: iter(b.train_dataset(0, 0)[0]) for t, b in trainer.train_batches.items()}
-        batches = [(task, next(iterators[task])) for task in order]
-        x, y = batches[0][1]
-        output = TASKS[batches[0][0]].output
+        order = task_schedule(trainer.batch_counts)
+        task = order[0]
+        x, y = next(iter(trainer.train_batches[task].train_dataset(0, 0)[0]))
+        output = TASKS[task].output
         with tf.GradientTape() as tape:
             loss = trainer.model.task_loss({output: x}, {output: y},
                                            trainer.variant.task_losses())[0]
@@ -511,8 +510,10 @@ def _mirrored_worker(model_dir, data_dir, out, result):
         variables = trainer.model.backbone.trainable_variables
         norm = float(tf.linalg.global_norm(
             [g for g in tape.gradient(loss, variables) if g is not None]))
-        losses = [float(trainer._train_step(task)(*trainer._distribute(x, y)))
-                  for task, (x, y) in batches]
+        # The trainer's own input: per-replica shares of the global batches.
+        iterators = trainer._epoch_iterators(0, order, 0)
+        losses = [float(trainer._train_step(task)(*next(iterators[task])))
+                  for task in order[:MIRRORED_STEPS]]
         return trainer, start, losses, norm
 
     one, start, losses_one, norm = run(None)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasbert.replicas import cross_replica_gradients
 from training.train_config import SCHEDULES
 
 # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
@@ -180,24 +181,24 @@ def train_step_function(model, optimizer, task_losses, *, output=None, jit_compi
 
     `x`, `y` are dicts keyed by output. With `output` given they are that
     output's batch alone and the step returns its loss: the custom loop's
-    one task per step. On one device this is `MultitaskBert.task_gradients`
-    then `optimizer.apply`, the same two calls as `MultitaskBert.train_step`.
+    one task per step. On one device (TensorFlow's default strategy) this
+    is `MultitaskBert.task_gradients` then `optimizer.apply`, the same two
+    calls as `MultitaskBert.train_step`.
 
-    Under a multi-replica `strategy` (Mirrored), Keras would clip each
-    replica's part of the gradient before its all-reduce, which is not the
-    one-device update. Here the gradients are all-reduced first, each
-    group clipped by its global norm as one device would, and Keras is
-    handed equal shares that its own all-reduce sums back.
+    Under another `strategy` (Mirrored, MultiWorkerMirrored, TPU), `x` and
+    `y` are per-replica values, each replica's share of the global batch
+    (`strategy.distribute_datasets_from_function`), and the step runs
+    `strategy.run` of the same replica step `MultitaskBert.train_step` runs
+    under `fit`: gradients of `loss / replicas`, summed over the replicas
+    and clipped by their global norm there
+    (`kerasbert.replicas.cross_replica_gradients`), InfoNCE's negatives
+    gathered from every replica. The loss returned is the mean over the
+    replicas, the global batch's loss. The replica step is itself the
+    `tf.function` handed to `strategy.run` (with `jit_compile`), which
+    Mirrored strategies unwrap on CPU so its collectives may merge.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
     variables = model.trainable_variables
-
-    def gradients(x, y):
-        if output is not None:
-            x, y = {output: x}, {output: y}
-        _, parts, _, grads = model.task_gradients(x, y, task_losses, optimizer, replicas=replicas)
-        return (parts if output is None else parts[output]), grads
 
     def apply(grads):
         # One task per step leaves the other heads without a gradient, by
@@ -206,44 +207,33 @@ def train_step_function(model, optimizer, task_losses, *, output=None, jit_compi
             warnings.filterwarnings("ignore", message="Gradients do not exist")
             optimizer.apply(grads, variables)
 
-    if replicas == 1:
-        def step(x, y):
-            parts, grads = gradients(x, y)
-            apply(grads)
-            return parts
+    def replica_step(x, y, replicas):
+        if output is not None:
+            x, y = {output: x}, {output: y}
+        _, parts, _, grads = model.task_gradients(x, y, task_losses, optimizer,
+                                                  replicas=replicas)
+        if replicas > 1 or not _is_default(strategy):
+            grads = cross_replica_gradients(grads, variables, optimizer)
+        apply(grads)
+        return parts if output is None else parts[output]
+
+    if _is_default(strategy):
         # One trace with a generic length; XLA still compiles one program
         # per concrete bucket shape, which is the few the buckets allow.
-        return tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
+        return tf.function(lambda x, y: replica_step(x, y, 1), jit_compile=jit_compile,
+                           reduce_retracing=True)
 
-    compiled = tf.function(gradients, jit_compile=jit_compile, reduce_retracing=True)
-    encoder_ids = {id(v) for v in model.backbone.trainable_variables}
-    clip_norm = sub_optimizers(optimizer)[0].global_clipnorm
+    replicas = strategy.num_replicas_in_sync
+    compiled = tf.function(lambda x, y: replica_step(x, y, replicas), jit_compile=jit_compile,
+                           reduce_retracing=True)
 
     @tf.function(reduce_retracing=True)
-    def mirrored_step(x, y):
-        def replica_step(x, y):
-            parts, grads = compiled(x, y)
-            present = [i for i, g in enumerate(grads) if g is not None]
-            summed = tf.distribute.get_replica_context().all_reduce(
-                "SUM", [grads[i] for i in present])
-            grads = list(grads)
-            for in_encoder in (True, False):
-                group = [i for i in present if (id(variables[i]) in encoder_ids) == in_encoder]
-                values = [summed[present.index(i)] for i in group]
-                if clip_norm and values:
-                    values, _ = tf.clip_by_global_norm(values, clip_norm)
-                for i, value in zip(group, values):
-                    grads[i] = _scale(value, 1.0 / replicas)
-            apply(grads)
-            return parts
-        per_replica = strategy.run(replica_step, args=(x, y))
+    def distributed_step(x, y):
+        per_replica = strategy.run(compiled, args=(x, y))
         return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), per_replica)
 
-    return mirrored_step
+    return distributed_step
 
 
-def _scale(gradient, factor):
-    """`gradient * factor` for a dense tensor or `tf.IndexedSlices` (embedding lookups)."""
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
-    return gradient * factor
+def _is_default(strategy):
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"

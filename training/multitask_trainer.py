@@ -1,9 +1,11 @@
 """`MultitaskTrainer`: the custom, XLA-compiled multitask training loop."""
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,12 +24,13 @@ from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
-from training.pipelines import TaskBatches
+from training.pipelines import TaskBatches, replica_slices
 from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
 from training.teacher import Teacher, with_teacher_outputs
+from training import strategy as strategies
 from training.train_config import TrainConfig
 from training.variants import get_variant
 
@@ -51,11 +54,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 def default_strategy():
-    """MirroredStrategy over all GPUs when there are several, else the default (one device)."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    """`--strategy auto`: MultiWorkerMirrored under a multi-worker TF_CONFIG, Mirrored
+    on several GPUs, else the default (one device); see `training.strategy`."""
+    return strategies.make_strategy("auto")
 
 
 XLA_BUCKETS = (32, 64, 128)
@@ -101,9 +102,19 @@ class MultitaskTrainer:
     CS224N overall score over the tasks the run trains) is kept as
     `out/best.keras`.
 
+    Under a `tf.distribute` strategy (`config.strategy`), each replica
+    trains on its share of every global batch
+    (`distribute_datasets_from_function` + `replica_slices`), evaluation
+    runs on every replica and gathers the outputs back in data order, and
+    of several workers only the chief writes the run folder (and holds its
+    lock); the others write their checkpoints to a temporary folder that
+    they remove (`tf.distribute`'s rule for multi-worker saving).
+
     Args:
         config: a `TrainConfig`.
-        strategy: a `tf.distribute.Strategy` (default: `default_strategy()`).
+        strategy: a `tf.distribute.Strategy` (default: `config.strategy` by
+            `training.strategy.make_strategy`; in a multi-worker run it must
+            be made before any other TensorFlow op).
 
     Example (a smoke run):
     >>> cfg = TrainConfig(variant="dps_mse", data_dir="../shared/data",  # doctest: +SKIP
@@ -114,7 +125,18 @@ class MultitaskTrainer:
     def __init__(self, config, strategy=None):
         self.config = config
         self.variant = get_variant(config.variant)
-        self.strategy = strategy or default_strategy()
+        self.strategy = strategy or strategies.make_strategy(
+            config.strategy, config.tpu, config.collective_timeout)
+        self.replicas = self.strategy.num_replicas_in_sync
+        # The default strategy keeps the one-device code path, bit for bit.
+        self.distributed = not strategies.is_default(self.strategy)
+        self.chief = strategies.is_chief(self.strategy)
+        for flag, size in (("--batch-size", config.batch_size),
+                           ("--eval-batch-size", config.eval_batch_size)):
+            if size % self.replicas:
+                raise ValueError(f"{flag} {size} does not split into {self.replicas} equal "
+                                 f"replica shares ({strategies.kind(self.strategy)}); use a "
+                                 f"multiple of {self.replicas}")
         self.out = Path(config.out)
         self.data_dir = resolve_data_dir(config.data_dir)
         sentiment = config.sentiment_task
@@ -132,8 +154,13 @@ class MultitaskTrainer:
             raise ValueError(f"mode must be finetune or frozen, got {config.mode!r}")
         self.lr = config.lr if config.lr is not None else self.variant.lr
         self.head_lr = config.head_lr
-        self._steps, self._predictors = {}, {}
-        self.jit_compile = resolve_jit(config.jit_compile)
+        self._steps, self._predictors, self._eval_inputs_cache = {}, {}, {}
+        # The best epoch's weights and dev outputs, kept in memory for the
+        # end of the run (every worker has them; none reads the chief's files).
+        self._best = None
+        # A TPU compiles every step with XLA: take the few XLA buckets.
+        self.jit_compile = (True if strategies.kind(self.strategy) == "tpu"
+                            and config.jit_compile == "auto" else resolve_jit(config.jit_compile))
         self.buckets = tuple(config.buckets or (XLA_BUCKETS if self.jit_compile else GRAPH_BUCKETS))
         # Evaluation has no gradient and in graph mode no compile per shape:
         # every multiple of 8 is a bucket, so a batch pads at most 7 tokens.
@@ -209,7 +236,8 @@ class MultitaskTrainer:
         teacher = Teacher.load(cfg.teacher, batch_size=cfg.eval_batch_size)
         teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
                               source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
-        return with_teacher_outputs(train_data, teacher, self.out)
+        # Of several workers only the chief writes the cache (the others compute alike).
+        return with_teacher_outputs(train_data, teacher, self.out, write=self.chief)
 
     # ------------------------------------------------------------------ steps
     def _train_step(self, task):
@@ -223,33 +251,82 @@ class MultitaskTrainer:
                 strategy=self.strategy)
         return self._steps[task]
 
-    def _distribute(self, x, y):
-        replicas = self.strategy.num_replicas_in_sync
-        if replicas == 1:
-            return x, y
+    def _epoch_iterators(self, epoch, order, start):
+        """`{task: iterator of (x, y)}` for `epoch` from step `start` of `order`.
 
-        def shard(ctx):
-            i = ctx.replica_id_in_sync_group
-            return tf.nest.map_structure(lambda t: tf.split(t, replicas)[i], (x, y))
+        On one device the batches themselves; under a strategy per-replica
+        values, each replica's share of the same global batches.
+        """
+        cfg = self.config
+        iterators = {}
+        for task, batches in self.train_batches.items():
+            skip = order[:start].count(task)
+            if not self.distributed:
+                iterators[task] = iter(batches.train_dataset(cfg.seed, epoch, skip)[0])
+                continue
 
-        return self.strategy.experimental_distribute_values_from_function(shard)
+            def dataset_fn(context, batches=batches, skip=skip):
+                return replica_slices(batches.train_dataset(cfg.seed, epoch, skip)[0], context)
+
+            iterators[task] = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        return iterators
 
     # -------------------------------------------------------------- evaluate
     def _predictor(self, task):
         if task not in self._predictors:
             submodel = self.model.task_model(get_task(task).output)
-            self._predictors[task] = tf.function(
-                lambda x: submodel(x, training=False), jit_compile=self.jit_compile,
-                reduce_retracing=True)
+            if not self.distributed:
+                self._predictors[task] = tf.function(
+                    lambda x: submodel(x, training=False), jit_compile=self.jit_compile,
+                    reduce_retracing=True)
+                return self._predictors[task]
+
+            def replica_outputs(x, weight, index):
+                # Every replica's rows, gathered in replica order: the global batch.
+                # (identity: placed on this replica's device, as a gather needs.)
+                return tf.distribute.get_replica_context().all_gather(
+                    tuple(tf.identity(t) for t in (submodel(x, training=False), weight, index)),
+                    axis=0)
+
+            compiled = tf.function(replica_outputs, jit_compile=self.jit_compile,
+                                   reduce_retracing=True)
+
+            @tf.function(reduce_retracing=True)
+            def predictor(inputs):
+                gathered = self.strategy.run(compiled, args=inputs)
+                return self.strategy.experimental_local_results(gathered)[0]
+
+            self._predictors[task] = predictor
         return self._predictors[task]
 
+    def _eval_inputs(self, batches):
+        """Each eval batch of `batches` split among the replicas, as `(x, weight, index)`."""
+        key = id(batches)
+        if key not in self._eval_inputs_cache:
+            def dataset_fn(context):
+                dataset, _ = batches.eval_dataset()
+                return replica_slices(dataset.map(lambda x, _y, w, i: (x, w, i)), context)
+
+            self._eval_inputs_cache[key] = (
+                batches, self.strategy.distribute_datasets_from_function(dataset_fn))
+        return self._eval_inputs_cache[key][1]
+
     def predict(self, task, batches):
-        """Raw outputs for every example of `batches.data`, in data order."""
-        dataset, _ = batches.eval_dataset()
+        """Raw outputs for every example of `batches.data`, in data order.
+
+        Under a strategy every replica scores its share of each batch and
+        the outputs are gathered (on every worker) back into data order.
+        """
         predictor = self._predictor(task)
+        if self.distributed:
+            steps = ((out, weight, index) for out, weight, index in
+                     map(predictor, self._eval_inputs(batches)))
+        else:
+            dataset, _ = batches.eval_dataset()
+            steps = ((predictor(x), weight, index) for x, _y, weight, index in dataset)
         outputs = None
-        for x, _y, weight, index in dataset:
-            out = predictor(x).numpy()
+        for out, weight, index in steps:
+            out = out.numpy()
             keep = weight.numpy() > 0
             if outputs is None:
                 outputs = np.zeros((len(batches.data),) + out.shape[1:], out.dtype)
@@ -275,12 +352,25 @@ class MultitaskTrainer:
 
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, state):
-        folder = self.out / CHECKPOINT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"step-{state['global_step']:08d}.npz"
+        # Every worker reads the variables (whatever reading them needs of
+        # the others happens on all of them alike) ...
         arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
         arrays.update({f"optimizer_{i}": np.asarray(v.numpy())
                        for i, v in enumerate(self.optimizer.variables)})
+        if not self.chief:
+            # ... and, as tf.distribute has non-chief workers do, writes
+            # them to a folder of its own, removed at once: the chief's copy
+            # is the run's.
+            scratch = self.out / CHECKPOINT_DIR / f".worker-{strategies.worker_index(self.strategy)}.tmp"
+            scratch.mkdir(parents=True, exist_ok=True)
+            try:
+                atomic_write(scratch / name, lambda f: np.savez(f, **arrays))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return
+        folder = self.out / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / name, lambda f: np.savez(f, **arrays))
         # The state file names the arrays file and is replaced last, so a kill
         # at any point leaves a state that points at a complete checkpoint.
@@ -319,7 +409,7 @@ class MultitaskTrainer:
             except ValueError as e:
                 problems.append(str(e))
                 continue
-            if problems:
+            if problems and self.chief:
                 message = (f"warning: {problems[0]}; resuming from the previous checkpoint "
                            f"{path} (step {state['global_step']})")
                 print(message, file=sys.stderr)
@@ -398,7 +488,9 @@ class MultitaskTrainer:
     def _write_run_record(self):
         record = json.loads(self.config.to_json())
         # What export needs to rebuild the text pipeline without the training code.
-        record.update(precision_used=self.precision.policy,
+        record.update(strategy_used=strategies.kind(self.strategy), replicas=self.replicas,
+                      workers=strategies.workers(self.strategy),
+                      precision_used=self.precision.policy,
                       precision_reason=self.precision.reason,
                       lowercase=self.tokenizer.lowercase,
                       num_sentiment_classes=SENTIMENT_CLASSES[self.config.sentiment_task],
@@ -418,7 +510,8 @@ class MultitaskTrainer:
         data is read. A resume of a finished run redoes what follows the
         last epoch (predictions, plot, summary), which a kill may have cut short.
         """
-        with RunLock(self.out):
+        # Of several workers the chief alone locks (and writes) the folder.
+        with RunLock(self.out) if self.chief else contextlib.nullcontext():
             self._check_run_folder(resume)
             if not hasattr(self, "model"):
                 self.setup()
@@ -426,25 +519,29 @@ class MultitaskTrainer:
 
     def _train(self, resume, kill_after_steps):
         cfg = self.config
-        self._write_run_record()
+        chief = self.chief
+        if chief:
+            self._write_run_record()
         state = self._read_checkpoint() if resume else None
-        if resume and state is None:
+        if resume and state is None and chief:
             print(f"no checkpoint in {self.out}; starting from scratch", file=sys.stderr)
         state = state or {"epoch": 0, "position": 0, "global_step": 0, "history": [],
                           "best_score": None, "best_epoch": None, "loss_sums": {}}
-        # Epochs finished after the checkpoint are redone: drop their lines.
-        rf.write_history(self.out, state["history"])
-        writer = tf.summary.create_file_writer(str(self.out / rf.TENSORBOARD))
+        if chief:
+            # Epochs finished after the checkpoint are redone: drop their lines.
+            rf.write_history(self.out, state["history"])
+        writer = (tf.summary.create_file_writer(str(self.out / rf.TENSORBOARD)) if chief
+                  else tf.summary.create_noop_writer())
         interactive = sys.stderr.isatty()
 
         for epoch in range(state["epoch"], cfg.epochs):
             order = task_schedule(self.batch_counts, cfg.schedule, cfg.seed, epoch)
             start = state["position"] if epoch == state["epoch"] else 0
             loss_sums = state["loss_sums"] if start else {}
-            iterators = {t: iter(b.train_dataset(cfg.seed, epoch, order[:start].count(t))[0])
-                         for t, b in self.train_batches.items()}
+            iterators = self._epoch_iterators(epoch, order, start)
             bar = tqdm(total=len(order), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       file=sys.stderr, mininterval=0.5 if interactive else 30, dynamic_ncols=True)
+                       file=sys.stderr, mininterval=0.5 if interactive else 30, dynamic_ncols=True,
+                       disable=not chief)
             epoch_start = time.time()
             # Losses stay on the device until `read_losses`: reading each one
             # as it comes would make the host wait for every step.
@@ -476,7 +573,7 @@ class MultitaskTrainer:
             for position in range(start, len(order)):
                 task = order[position]
                 x, y = next(iterators[task])
-                pending.append((task, self._train_step(task)(*self._distribute(x, y))))
+                pending.append((task, self._train_step(task)(x, y)))
                 state["global_step"] += 1
                 bar.update(1)
                 if state["global_step"] % cfg.log_every == 0:
@@ -498,7 +595,8 @@ class MultitaskTrainer:
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
             state["history"].append(record)
-            rf.write_history(self.out, state["history"])
+            if chief:
+                rf.write_history(self.out, state["history"])
             with writer.as_default(step=state["global_step"]):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"dev/{name}", value)
@@ -506,12 +604,15 @@ class MultitaskTrainer:
             improved = state["best_score"] is None or score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
-                atomic_write(self.out / rf.BEST_MODEL, self.model.save, suffix=".keras")
-                # The best epoch's dev outputs, written now so the end of the
-                # run need not score dev a second time.
-                self._write_dev_outputs(predictions, raw)
+                self._best = (self.model.get_weights(), predictions, raw)
+                if chief:
+                    atomic_write(self.out / rf.BEST_MODEL, self.model.save, suffix=".keras")
+                    # The best epoch's dev outputs, written now so the end of the
+                    # run need not score dev a second time.
+                    self._write_dev_outputs(predictions, raw)
                 state["dev_outputs_epoch"] = epoch + 1
-            print(_epoch_line(record, improved), file=sys.stderr)
+            if chief:
+                print(_epoch_line(record, improved), file=sys.stderr)
             state.update(epoch=epoch + 1, position=0, loss_sums={})
             self._write_checkpoint(state)
         writer.close()
@@ -540,22 +641,36 @@ class MultitaskTrainer:
         return raw if same_ids else None
 
     def _finish(self, state):
-        """Restores the best epoch, writes predictions and the learning-curve plot."""
-        self.model.load_weights(self.out / rf.BEST_MODEL)
+        """Restores the best epoch, writes predictions and the learning-curve plot.
+
+        Every worker restores and predicts (the prediction steps are
+        collective); the chief alone writes.
+        """
+        chief = self.chief
         metrics = state["history"][state["best_epoch"] - 1]["dev"]
         pred_dir = self.out / rf.PREDICTIONS
-        raw = (self._read_dev_outputs(pred_dir / rf.DEV_OUTPUTS)
-               if state.get("dev_outputs_epoch") == state["best_epoch"] else None)
+        raw = None
+        if self._best is not None:  # the best epoch was trained in this process
+            weights, predictions, raw = self._best
+            self.model.set_weights(weights)
+        else:
+            self.model.load_weights(self.out / rf.BEST_MODEL)
+            # Workers must take the same branch: only the chief could tell
+            # whether its file is usable, so several workers score dev again.
+            if (state.get("dev_outputs_epoch") == state["best_epoch"]
+                    and strategies.workers(self.strategy) == 1):
+                raw = self._read_dev_outputs(pred_dir / rf.DEV_OUTPUTS)
+                if raw is not None:
+                    predictions = {t: predicted_labels(t, raw[t]) for t in raw}
         if raw is None:
             # A run folder from before the dev outputs were kept per epoch,
             # or a damaged one: score dev again.
             raw = {}
             metrics, predictions = self.evaluate(raw_outputs=raw)
-        else:
-            predictions = {t: predicted_labels(t, raw[t]) for t in raw}
         # Rewritten even when present: a resumed run redoes what a kill may
         # have left half done.
-        self._write_dev_outputs(predictions, raw)
+        if chief:
+            self._write_dev_outputs(predictions, raw)
         test_raw = {}
         for task in self.eval_tasks:
             if not split_path(task, "test", self.data_dir).is_file():
@@ -565,8 +680,16 @@ class MultitaskTrainer:
             batches = self._eval_batches(self._read(task, "test"))
             outputs = self.predict(task, batches)
             test_raw[task] = (batches.data.ids, outputs)
-            write_predictions(pred_dir, task, "test", batches.data.ids,
-                              predicted_labels(task, outputs))
+            if chief:
+                write_predictions(pred_dir, task, "test", batches.data.ids,
+                                  predicted_labels(task, outputs))
+        summary = {"variant": self.variant.name, "best_epoch": state["best_epoch"],
+                   "best": metrics, "epochs": len(state["history"]),
+                   "minutes_per_epoch": round(np.mean(
+                       [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
+                   if state["history"] else None}
+        if not chief:
+            return summary
         if test_raw:
             rf.write_raw_outputs(pred_dir / rf.TEST_OUTPUTS, test_raw)
         else:  # none left from an earlier scoring against other test files
@@ -576,11 +699,6 @@ class MultitaskTrainer:
                          state["history"], path,
                          title=f"{self.variant.name}: {self.variant.description}"),
                      suffix=".png")
-        summary = {"variant": self.variant.name, "best_epoch": state["best_epoch"],
-                   "best": metrics, "epochs": len(state["history"]),
-                   "minutes_per_epoch": round(np.mean(
-                       [(h["train_seconds"] + h["eval_seconds"]) / 60 for h in state["history"]]), 2)
-                   if state["history"] else None}
         rf.write_summary(self.out, summary)
         return summary
 

@@ -378,6 +378,48 @@ def batch_fn(texts, labels, tokenizer, batch_size, length, pair_encoding, eval_f
     return fn
 
 
+def replica_slices(dataset, context):
+    """Each element's rows split among the replicas: this input pipeline's replicas' shares, in turn.
+
+    For `strategy.distribute_datasets_from_function`: `dataset` yields
+    global batches (every tensor's first axis is the global batch, any
+    shape after it, so labels of any shape travel along), `context` is the
+    `tf.distribute.InputContext` of one input pipeline (one worker). Replica
+    `r` of `R` takes rows `r * B/R .. (r + 1) * B/R` of every batch; the
+    pipeline yields its replicas' shares one after the other, which is how
+    the strategy hands consecutive elements to its local replicas. So the
+    batches, their order and their bucket lengths are those of one device,
+    the global batch size means the same for any replica count, and each
+    example is seen once per epoch across all workers.
+
+    Example (one pipeline of two replicas, as a 2-device Mirrored strategy has):
+    >>> context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+    ...                                      num_replicas_in_sync=2)
+    >>> ds = tf.data.Dataset.from_tensors((np.arange(4), np.arange(8).reshape(4, 2)))
+    >>> [(a.numpy().tolist(), b.numpy().tolist()) for a, b in replica_slices(ds, context)]
+    [([0, 1], [[0, 1], [2, 3]]), ([2, 3], [[4, 5], [6, 7]])]
+    """
+    replicas = context.num_replicas_in_sync
+    local = replicas // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+
+    def shares(tensor):
+        rows = tensor.shape[0]
+        if rows is None or rows % replicas:
+            raise ValueError(f"a batch of {rows} rows does not split into {replicas} equal "
+                             f"replica shares; use a batch size divisible by {replicas}")
+        rest = tensor.shape[1:]
+        shape = ([replicas, rows // replicas] + rest.as_list() if rest.is_fully_defined()
+                 else tf.concat([[replicas, rows // replicas], tf.shape(tensor)[1:]], 0))
+        return tf.reshape(tensor, shape)[first:first + local]
+
+    def split(*element):
+        element = element if len(element) > 1 else element[0]
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(shares, element))
+
+    return dataset.flat_map(split).prefetch(tf.data.AUTOTUNE)
+
+
 def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
                        seed=0, epoch=0, start_batch=0, pair_encoding="bi"):
     """One training epoch of `data` as `(dataset of (x, y), number of batches it yields)`.

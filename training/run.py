@@ -4,6 +4,8 @@
     python -m training.run --variant classifier --task cfimdb --mode frozen
     python -m training.run --variant bm --tasks sst          # SST-only multitask
     python -m training.run --variant dps_mse --out runs/x --resume
+    python -m training.run --strategy mirrored                # all GPUs of this machine
+    TF_CONFIG='{...}' python -m training.run --strategy multiworker   # one per machine
 """
 
 import argparse
@@ -15,7 +17,7 @@ import sys
 
 def build_parser():
     from kerasbert_lite.tasks import sentiment_task_names
-    from training.train_config import SCHEDULES
+    from training.train_config import SCHEDULES, STRATEGIES
     from training.variants import VARIANTS
 
     variants = "\n".join(f"  {v.name:<13} {v.description} [{v.paper}]" for v in VARIANTS.values())
@@ -86,6 +88,16 @@ def build_parser():
         help="keep every k-th encoder layer, k = layers // N, from the first (DistilBERT's "
              "initialisation): 3 of MiniLM's 6 takes layers 0, 2, 4 (default: all)")
     add("--seed", type=int, default=0, help="seeds data order, dropout and head init (0)")
+    add("--strategy", default="auto", choices=STRATEGIES,
+        help="tf.distribute strategy: auto = multiworker when TF_CONFIG names more than one "
+             "worker, mirrored on 2+ GPUs, else one device; --batch-size stays the global "
+             "batch (split over the replicas). Recorded in config.json with replicas and workers")
+    add("--tpu", default=None,
+        help="TPU address for --strategy tpu (grpc://host:8470, a TPU name, or 'local' on a "
+             "TPU VM); untested here")
+    add("--collective-timeout", type=float, default=None,
+        help="multiworker: seconds a collective waits for the other workers before the run "
+             "stops with an error (default: TensorFlow's peer health check, about a minute)")
     add("--limit", type=int, default=None,
         help="use only the first N examples of each split: a smoke run")
     add("--resume", action="store_true",
@@ -125,11 +137,13 @@ def config_from_args(args):
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
         teacher=tuple(args.teacher) if args.teacher else None,
         teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,
-        student_layers=args.student_layers, seed=args.seed)
+        student_layers=args.student_layers, seed=args.seed, strategy=args.strategy,
+        tpu=args.tpu, collective_timeout=args.collective_timeout)
 
 
 def main(argv=None):
-    """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line."""
+    """The command line; exit 0 on success, 2 with one `error: <path or flag>: <what>` line
+    (3 when a multi-worker run lost a worker)."""
     from kerasbert_lite.error_line import error_line
 
     args = build_parser().parse_args(argv)
@@ -139,6 +153,8 @@ def main(argv=None):
     try:
         # Every flag is checked here, before TensorFlow starts or data is read.
         config = config_from_args(args)
+        from training.strategy import check_strategy_setup
+        check_strategy_setup(config.strategy, config.tpu)
         if args.kill_after_steps is not None and args.kill_after_steps < 1:
             raise ValueError(f"--kill-after-steps must be at least 1, got {args.kill_after_steps}")
         # The data next, before TensorFlow starts or the encoder loads: a new
@@ -152,12 +168,25 @@ def main(argv=None):
         print(f"error: {missing}", file=sys.stderr)
         return 2
     from training.multitask_trainer import MultitaskTrainer, NonFiniteLoss
+    import tensorflow as tf
+
     try:
         trainer = MultitaskTrainer(config)
         summary = trainer.train(resume=args.resume, kill_after_steps=args.kill_after_steps)
     except (OSError, ValueError, NonFiniteLoss) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        # A collective of a multi-worker run failed: a worker died, hung or
+        # cannot be reached. The process's collective runtime is left
+        # unusable (and its threads may block a normal exit): leave now.
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"error: {config.out}: lost contact with another worker ({type(e).__name__}: "
+              f"{first[:300]}); check every worker, then start them all again with --resume",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -249,11 +249,12 @@ class Teacher:
             return self._predict(output, data.texts_a, data.texts_b)
         return self._predict(output, data.texts)
 
-    def cached_outputs(self, folder, task, data):
+    def cached_outputs(self, folder, task, data, write=True):
         """`outputs(task, data)` through the cache in run folder `folder`.
 
         Examples already in the cache (by id) are read from it; the others
-        are computed and added. A cache written by another teacher raises.
+        are computed and, with `write`, added (a multi-worker run's non-chief
+        workers read but never write). A cache of another teacher raises.
         """
         folder = Path(folder)
         cache, record = folder / CACHE_FILE, folder / CACHE_RECORD
@@ -288,6 +289,8 @@ class Teacher:
             stored[ids_key] = np.array(ids + [data.ids[n] for n in need])
             stored[values_key] = np.concatenate([values, fresh]).astype(np.float32)
             known = {i: n for n, i in enumerate(stored[ids_key].tolist())}
+            if not write:
+                return stored[values_key][[known[i] for i in data.ids]]
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(record, json.dumps({"teacher": self.describe()}, indent=2) + "\n")
             atomic_write(cache, lambda f: np.savez(f, **stored))
@@ -327,7 +330,7 @@ def _progress(total, label):
     return Progress(total, label, unit="batch")
 
 
-def with_teacher_outputs(train_data, teacher, folder):
+def with_teacher_outputs(train_data, teacher, folder, write=True):
     """Each training set with (N, 1 + K) labels: the gold label, then the teacher's outputs.
 
     What a distillation recipe trains on, in the custom loop and in
@@ -339,13 +342,14 @@ def with_teacher_outputs(train_data, teacher, folder):
         train_data: {task: SentenceData or PairData}, labelled.
         teacher: a `Teacher`.
         folder: the run folder holding the cache.
+        write: add what was computed to the cache (False: a non-chief worker).
 
     Returns:
         {task: a copy of the data with the packed labels}.
     """
     out = {}
     for task, data in train_data.items():
-        soft = teacher.cached_outputs(folder, task, data).reshape(len(data), -1)
+        soft = teacher.cached_outputs(folder, task, data, write=write).reshape(len(data), -1)
         gold = np.asarray(data.labels, np.float32).reshape(-1, 1)
         packed = data.subset(np.arange(len(data)))
         packed.labels = np.concatenate([gold, soft], axis=1).astype(np.float32)

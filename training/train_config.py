@@ -6,6 +6,8 @@ import json
 # Task orders within an epoch (`training.engine.task_schedule`); here, where the
 # flags are checked, so that `--help` and a bad flag need no TensorFlow.
 SCHEDULES = ("round_robin", "proportional")
+# tf.distribute strategies of `--strategy` (`training.strategy.make_strategy`).
+STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
 
 
 @dataclasses.dataclass
@@ -50,6 +52,18 @@ class TrainConfig:
         student_layers: keep this many encoder layers, every k-th from the
             first (k = layers // N): 3 of 6 keeps 0, 2, 4. None keeps all.
         seed: seeds data order, dropout and head initialisation.
+        strategy: the `tf.distribute` strategy (`training.strategy`): `auto`
+            (MultiWorkerMirrored when TF_CONFIG names more than one worker,
+            Mirrored on two or more GPUs, else one device), `one`,
+            `mirrored`, `multiworker` (needs TF_CONFIG) or `tpu`. The global
+            batch (`batch_size`) means the same under every strategy, so
+            it may change on resume.
+        tpu: the TPU address for `strategy="tpu"` (grpc://..., a TPU name,
+            or `local`); None: the resolver's default (a Cloud TPU VM).
+        collective_timeout: seconds a multi-worker collective (gradient
+            all-reduce, InfoNCE all-gather) waits for the other workers before
+            the run stops with an error; None: TensorFlow's peer health check
+            alone (a lost worker is noticed within about a minute).
 
     Example:
     >>> config = TrainConfig(variant="cross", epochs=3, seed=1)
@@ -97,11 +111,17 @@ class TrainConfig:
     distill_temperature: float = 1.0
     student_layers: int = None
     seed: int = 0
+    strategy: str = "auto"
+    tpu: str = None
+    collective_timeout: float = None
 
     # Fields that may differ between a run and its resume.
-    # (precision: the trainer checks the policy it resolved to instead.)
+    # (precision: the trainer checks the policy it resolved to instead.
+    # strategy, tpu: the checkpoint holds plain arrays of the variables,
+    # whatever the replica count, and the global batch is the same.)
     RESUMABLE_CHANGES = ("data_dir", "out", "checkpoint_every", "jit_compile", "log_every",
-                         "precision", "eval_batch_size")
+                         "precision", "eval_batch_size", "strategy", "tpu",
+                         "collective_timeout")
 
     def __post_init__(self):
         self.validate()
@@ -185,6 +205,17 @@ class TrainConfig:
         if self.student_layers is not None:
             need(integer(self.student_layers) and self.student_layers >= 1, "--student-layers",
                  "at least 1", self.student_layers)
+        need(self.strategy in STRATEGIES, "--strategy", f"one of {', '.join(STRATEGIES)}",
+             self.strategy)
+        if self.tpu is not None:
+            need(self.strategy == "tpu", "--tpu", "given with --strategy tpu only "
+                 "(it names the TPU to train on)", self.tpu)
+            need(isinstance(self.tpu, str) and self.tpu.strip(), "--tpu", "a TPU address",
+                 self.tpu)
+        if self.collective_timeout is not None:
+            need(number(self.collective_timeout) and 0 < self.collective_timeout < float("inf"),
+                 "--collective-timeout", "a positive number of seconds",
+                 self.collective_timeout)
         for flag, value in (("--out", self.out), ("--data-dir", self.data_dir)):
             need(value is None or (isinstance(value, str) and value.strip()), flag,
                  "a path", value)
