@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from kerasbert.replicas import gather_rows, replica_info, replica_sum
-from kerasbert_lite.tasks import TASKS, benchmark_task
+from kerasbert_lite.tasks import benchmark_task
 
 STS_THRESHOLD = 2.5  # the paper's thresholding: 0-2 -> 0, 3-5 -> 1
 _EPS = 1e-7
