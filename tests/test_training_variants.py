@@ -44,6 +44,8 @@ def _pick_batch(trainer, task):
     best, best_loss = None, -np.inf
     for x, y in dataset:
         y_ = np.asarray(y)
+        if y_.ndim == 2:  # distillation: (gold, teacher outputs)
+            y_ = y_[:, 0]
         if task == "quora" and not 0 < y_.sum() < len(y_):
             continue
         if task == "sts" and not ((y_ >= v.infonce_positive_threshold).any() and (y_ < 2.5).any()):
@@ -78,8 +80,14 @@ def run_variants(names, model_dir, data_dir, out):
     results = {}
     for name in names:
         try:
+            extra = {}
+            if VARIANTS[name].distill:
+                from test_export_fixtures import make_run
+                from tiny_setup import VOCAB
+                extra["teacher"] = (str(make_run(Path(out) / f"{name}_teacher", seed=3,
+                                                 vocab=VOCAB)),)
             config = tiny_config(model_dir, data_dir, Path(out) / name, variant=name,
-                                 jit_compile=True, lr=LR)
+                                 jit_compile=True, lr=LR, **extra)
             trainer = MultitaskTrainer(config).setup()
             trainer.model.get_layer("head_dropout").rate = 0.0  # before any trace
             per_task = {"train_tasks": list(trainer.train_tasks), "jit": trainer.jit_compile}
