@@ -105,6 +105,10 @@ def test_uninterrupted_run_folder(runs, tiny_data_dir):
 
     _ok(runs["a"])
     out = runs["a_out"]
+    # Not a terminal: no redrawn bars, a plain progress line each tenth of an epoch.
+    assert "\r" not in runs["a"].stderr
+    lines = [ln for ln in runs["a"].stderr.splitlines() if "steps/s" in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2"] * 10 + ["epoch 2/2"] * 10, lines
     config = json.loads((out / "config.json").read_text())
     assert config["variant"] == "dps_mse" and config["epochs"] == EPOCHS
     assert config["lr_used"] == float(LR) and config["buckets"] == [16]

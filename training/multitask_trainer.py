@@ -311,13 +311,17 @@ class MultitaskTrainer:
                 batches, self.strategy.distribute_datasets_from_function(dataset_fn))
         return self._eval_inputs_cache[key][1]
 
-    def predict(self, task, batches):
+    def predict(self, task, batches, split="dev"):
         """Raw outputs for every example of `batches.data`, in data order.
 
         Under a strategy every replica scores its share of each batch and
         the outputs are gathered (on every worker) back into data order.
+        A bar counts the examples on a terminal (`kerasbert_lite.progress`).
         """
+        from kerasbert_lite.progress import Progress
         predictor = self._predictor(task)
+        bar = Progress(len(batches.data), f"{task} {split}", unit="example", min_total=2000,
+                       enabled=None if self.chief else False)
         if self.distributed:
             steps = ((out, weight, index) for out, weight, index in
                      map(predictor, self._eval_inputs(batches)))
@@ -331,6 +335,8 @@ class MultitaskTrainer:
             if outputs is None:
                 outputs = np.zeros((len(batches.data),) + out.shape[1:], out.dtype)
             outputs[index.numpy()[keep]] = out[keep]
+            bar.update(int(keep.sum()))
+        bar.close()
         return outputs
 
     def evaluate(self, batches_by_task=None, raw_outputs=None):
@@ -539,9 +545,12 @@ class MultitaskTrainer:
             start = state["position"] if epoch == state["epoch"] else 0
             loss_sums = state["loss_sums"] if start else {}
             iterators = self._epoch_iterators(epoch, order, start)
+            # A bar on a terminal; in a log (no terminal) a plain line each tenth
+            # of the epoch instead, as redrawn bars would be noise there.
             bar = tqdm(total=len(order), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       file=sys.stderr, mininterval=0.5 if interactive else 30, dynamic_ncols=True,
-                       disable=not chief)
+                       file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+                       disable=not (chief and interactive))
+            next_line = start + max(1, len(order) // 10)
             epoch_start = time.time()
             # Losses stay on the device until `read_losses`: reading each one
             # as it comes would make the host wait for every step.
@@ -578,6 +587,12 @@ class MultitaskTrainer:
                 bar.update(1)
                 if state["global_step"] % cfg.log_every == 0:
                     read_losses()
+                if chief and not interactive and position + 1 >= next_line:
+                    next_line += max(1, len(order) // 10)
+                    done = position + 1 - start
+                    print(_progress_line(epoch, cfg.epochs, position + 1, len(order),
+                                         done / max(time.time() - epoch_start, 1e-9), loss_sums),
+                          file=sys.stderr, flush=True)
                 if state["global_step"] % cfg.checkpoint_every == 0:
                     read_losses()  # a checkpoint holds only checked steps
                     self._write_checkpoint(dict(state, epoch=epoch, position=position + 1,
@@ -678,7 +693,7 @@ class MultitaskTrainer:
                                task, self.data_dir)
                 continue
             batches = self._eval_batches(self._read(task, "test"))
-            outputs = self.predict(task, batches)
+            outputs = self.predict(task, batches, split="test")
             test_raw[task] = (batches.data.ids, outputs)
             if chief:
                 write_predictions(pred_dir, task, "test", batches.data.ids,
@@ -718,6 +733,20 @@ def student_layers(config):
                          f"got {config.student_layers}")
     stride = total // config.student_layers
     return tuple(range(0, stride * config.student_layers, stride))
+
+
+def _progress_line(epoch, epochs, position, steps, rate, loss_sums):
+    """One line of an epoch's progress, for logs (a terminal gets the bar instead).
+
+    Example:
+    >>> _progress_line(0, 5, 88, 877, 2.5, {"sst": (2.4, 2), "sts": (3.0, 2)})
+    'epoch 1/5: 10% (88/877 steps, 2.5 steps/s, 5.3 min left), mean loss sst 1.200 sts 1.500'
+    """
+    left = (steps - position) / rate / 60 if rate > 0 else float("nan")
+    losses = " ".join(f"{t} {s / n:.3f}" for t, (s, n) in loss_sums.items() if n)
+    return (f"epoch {epoch + 1}/{epochs}: {100 * position // steps}% ({position}/{steps} "
+            f"steps, {rate:.1f} steps/s, {left:.1f} min left)"
+            + (f", mean loss {losses}" if losses else ""))
 
 
 def _epoch_line(record, improved):
