@@ -550,7 +550,7 @@ class MultitaskTrainer:
             bar = tqdm(total=len(order), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
                        disable=not (chief and interactive))
-            next_line = start + max(1, len(order) // 10)
+            tenths = {math.ceil(k * len(order) / 10) for k in range(1, 11)}
             epoch_start = time.time()
             # Losses stay on the device until `read_losses`: reading each one
             # as it comes would make the host wait for every step.
@@ -587,8 +587,7 @@ class MultitaskTrainer:
                 bar.update(1)
                 if state["global_step"] % cfg.log_every == 0:
                     read_losses()
-                if chief and not interactive and position + 1 >= next_line:
-                    next_line += max(1, len(order) // 10)
+                if chief and not interactive and position + 1 in tenths:
                     done = position + 1 - start
                     print(_progress_line(epoch, cfg.epochs, position + 1, len(order),
                                          done / max(time.time() - epoch_start, 1e-9), loss_sums),
