@@ -199,9 +199,9 @@ def _tf_config(ports, index):
                        "task": {"type": "worker", "index": index}})
 
 
-def _start(args, log, tf_config=None):
+def _start(args, log, tf_config=None, **extra_env):
     """A `training.run` process (through `_cli` below: head dropout off, renames logged)."""
-    env = _env(KERASBERT_WRITE_LOG=str(log))
+    env = _env(KERASBERT_WRITE_LOG=str(log), **extra_env)
     if tf_config:
         env["TF_CONFIG"] = tf_config
     return subprocess.Popen([sys.executable, __file__, "cli", *args], cwd=REPO, env=env,
@@ -269,6 +269,27 @@ def test_two_workers_write_one_run_folder(flags, tmp_path):
           f"{time.time() - started:.0f} s")
 
 
+def test_two_workers_with_dropout_stay_near_one_device(tiny_model_dir, tiny_data_dir, tmp_path):
+    """Dropout on: each replica draws its own masks, so this is another draw of the
+    same training; its dev scores stay within 0.05 of the one-device run's."""
+    flags = ["--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--lr", "2e-3",
+             "--limit", str(LIMIT), *TINY_FLAGS, "--epochs", "1"]
+    ports = _free_ports(2)
+    out, single = tmp_path / "two", tmp_path / "one"
+    env = {"KERASBERT_KEEP_DROPOUT": "1"}
+    workers = [_start([*flags, "--out", str(out)], tmp_path / f"w{i}.log", _tf_config(ports, i),
+                      **env) for i in range(2)]
+    alone = _start([*flags, "--out", str(single), "--strategy", "one"], tmp_path / "one.log",
+                   **env)
+    for code, _, err in [_finish(p, 240) for p in workers + [alone]]:
+        assert code == 0, err[-4000:]
+    two = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["dev"]
+    one = json.loads((single / "metrics.jsonl").read_text())["dev"]
+    diffs = {k: abs(two[k] - v) for k, v in one.items()}
+    print(f"dropout on, two workers vs one device: dev differences {diffs}")
+    assert max(diffs.values()) < 0.05, diffs
+
+
 KILL_AT = 5
 TIMEOUT = 45  # above the start-up skew of two workers on a loaded 2-core CPU
 
@@ -328,8 +349,9 @@ def _cli(argv):
     """`training.run.main` with the heads' dropout off, each rename into place logged."""
     import training.variants as variants
 
-    plain = variants.Variant.model_kwargs
-    variants.Variant.model_kwargs = lambda self: dict(plain(self), dropout=0.0)
+    if not os.environ.get("KERASBERT_KEEP_DROPOUT"):
+        plain = variants.Variant.model_kwargs
+        variants.Variant.model_kwargs = lambda self: dict(plain(self), dropout=0.0)
     log = os.environ.get("KERASBERT_WRITE_LOG")
     if log:
         replace = os.replace
