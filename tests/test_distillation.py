@@ -173,9 +173,9 @@ def test_cache_is_read_back_and_another_teachers_refused(teacher_runs, tmp_path)
     calls = []
     real = teacher._predict
 
-    def counting(output, a, b=None):
-        calls.append(len(a))
-        return real(output, a, b)
+    def counting(output, pairs):
+        calls.append(len(pairs))
+        return real(output, pairs)
 
     teacher._predict = counting
     again = teacher.cached_outputs(tmp_path, "sts", data.take(5))

@@ -24,7 +24,7 @@ from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
                               task_metric)
-from training.pipelines import TaskBatches, replica_slices
+from training.pipelines import TaskBatches, outputs_in_data_order, replica_slices
 from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
@@ -328,14 +328,7 @@ class MultitaskTrainer:
         else:
             dataset, _ = batches.eval_dataset()
             steps = ((predictor(x), weight, index) for x, _y, weight, index in dataset)
-        outputs = None
-        for out, weight, index in steps:
-            out = out.numpy()
-            keep = weight.numpy() > 0
-            if outputs is None:
-                outputs = np.zeros((len(batches.data),) + out.shape[1:], out.dtype)
-            outputs[index.numpy()[keep]] = out[keep]
-            bar.update(int(keep.sum()))
+        outputs = outputs_in_data_order(steps, len(batches.data), bar)
         bar.close()
         return outputs
 

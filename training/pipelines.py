@@ -420,6 +420,31 @@ def replica_slices(dataset, context):
     return dataset.flat_map(split).prefetch(tf.data.AUTOTUNE)
 
 
+def outputs_in_data_order(steps, num_examples, bar=None):
+    """Gathers eval batches' outputs back into data order.
+
+    `steps` yields `(outputs, weight, index)` per batch, as an eval dataset's
+    `(x, y, weight, index)` gives them once `x` went through a model: rows of
+    weight 0 are padding and are dropped, the rest land at their index.
+    `bar` (a `kerasbert_lite.progress.Progress`) counts the real rows.
+
+    Example:
+    >>> steps = [(np.array([[1.0], [2.0]]), np.array([1.0, 1.0]), np.array([1, 0])),
+    ...          (np.array([[3.0], [9.0]]), np.array([1.0, 0.0]), np.array([2, 0]))]
+    >>> outputs_in_data_order(steps, 3)[:, 0].tolist()
+    [2.0, 1.0, 3.0]
+    """
+    outputs = None
+    for out, weight, index in steps:
+        out, keep = np.asarray(out), np.asarray(weight) > 0
+        if outputs is None:
+            outputs = np.zeros((num_examples,) + out.shape[1:], out.dtype)
+        outputs[np.asarray(index)[keep]] = out[keep]
+        if bar is not None:
+            bar.update(int(keep.sum()))
+    return outputs
+
+
 def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
                        seed=0, epoch=0, start_batch=0, pair_encoding="bi"):
     """One training epoch of `data` as `(dataset of (x, y), number of batches it yields)`.

@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasbert_lite.tasks import get_task
 from training import run_folder as rf
+from training.examples import PairData
 from training.run_folder import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Teacher:
         vocabulary: its token list (the student must share it).
         max_length: its tokens per sentence or pair.
         fingerprint: a hash of its weight files: which teacher this is.
-        predict: `predict(output, texts_a, texts_b)` -> numpy soft outputs.
+        predict: `predict(output, data)` -> numpy soft outputs in data order.
 
     Example:
     >>> teacher = Teacher.load(["runs/dps_mse"])                 # doctest: +SKIP
@@ -122,8 +123,7 @@ class Teacher:
 
         import kerasbert
         from kerasbert.bert_tokenizer import read_vocabulary
-        from training.pipelines import TaskBatches
-        from training.examples import PairData, SentenceData
+        from training.pipelines import TaskBatches, outputs_in_data_order
 
         configs = [rf.read_config(p) for p in paths]
         vocabulary = read_vocabulary(paths[0] / rf.VOCAB)
@@ -149,13 +149,7 @@ class Teacher:
         buckets = tuple(range(8, max_length, 8)) + (max_length,)
         functions = {}
 
-        def predict(output, texts_a, texts_b=None):
-            if texts_b is None:
-                data = SentenceData([str(i) for i in range(len(texts_a))], list(texts_a), None,
-                                    "teacher input")
-            else:
-                data = PairData([str(i) for i in range(len(texts_a))], list(texts_a),
-                                list(texts_b), None, "teacher input")
+        def predict(output, data):
             total = None
             for m, model in enumerate(members):
                 batches = TaskBatches(data, tokenizer, batch_size=batch_size, buckets=buckets,
@@ -165,8 +159,11 @@ class Teacher:
                     submodel = model.task_model(output)
                     functions[key] = tf.function(lambda x, s=submodel: s(x, training=False),
                                                  reduce_retracing=True)
-                out = _run_batches(batches, functions[key], len(data),
-                                   f"teacher {m + 1}/{len(members)} {output}")
+                dataset, _ = batches.eval_dataset()
+                bar = _progress(len(data), f"teacher {m + 1}/{len(members)} {output}")
+                out = outputs_in_data_order(((functions[key](x), weight, index)
+                                             for x, _y, weight, index in dataset), len(data), bar)
+                bar.close()
                 out = _soft(output, out)
                 total = out if total is None else total + out
             return (total / len(members)).astype(np.float32)
@@ -192,7 +189,9 @@ class Teacher:
         names = {"sentiment": "probabilities", "paraphrase": "probability",
                  "similarity": "score"}
 
-        def predict(output, texts_a, texts_b=None):
+        def predict(output, data):
+            texts_a, texts_b = ((data.texts_a, data.texts_b) if isinstance(data, PairData)
+                                else (data.texts, None))
             if output not in saved.signatures:
                 raise ValueError(f"{path / 'saved_model'}: no {output!r} signature")
             fn = saved.signatures[output]
@@ -200,7 +199,7 @@ class Teacher:
             order = np.argsort([len(t) + (len(texts_b[i]) if texts_b else 0)
                                 for i, t in enumerate(texts_a)], kind="stable")
             result = None
-            bar = _progress(-(-len(order) // batch_size), f"teacher {output}")
+            bar = _progress(len(order), f"teacher {output}")
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 if texts_b is None:
@@ -212,7 +211,7 @@ class Teacher:
                 if result is None:
                     result = np.zeros((len(order),) + values.shape[1:], np.float32)
                 result[rows] = values
-                bar.update()
+                bar.update(len(rows))
             bar.close()
             return result
 
@@ -244,10 +243,7 @@ class Teacher:
 
     def outputs(self, task, data):
         """Soft outputs for every example of `data`, in data order (see module docstring)."""
-        output = get_task(task).output
-        if hasattr(data, "texts_a"):
-            return self._predict(output, data.texts_a, data.texts_b)
-        return self._predict(output, data.texts)
+        return self._predict(get_task(task).output, data)
 
     def cached_outputs(self, folder, task, data, write=True):
         """`outputs(task, data)` through the cache in run folder `folder`.
@@ -273,9 +269,7 @@ class Teacher:
                 except (OSError, ValueError) as e:
                     logger.warning("%s: unreadable (%s); recomputing the teacher outputs", cache, e)
         ids_key, values_key = f"{task}/ids", f"{task}/values"
-        known = {}
-        if ids_key in stored:
-            known = {i: n for n, i in enumerate(stored[ids_key].tolist())}
+        known = set(stored[ids_key].tolist()) if ids_key in stored else set()
         need = [n for n, i in enumerate(data.ids) if i not in known]
         if need:
             logger.info("teacher: %s: computing %d outputs (%d cached)", task, len(need),
@@ -288,13 +282,13 @@ class Teacher:
             values = stored[values_key] if values_key in stored else fresh[:0]
             stored[ids_key] = np.array(ids + [data.ids[n] for n in need])
             stored[values_key] = np.concatenate([values, fresh]).astype(np.float32)
-            known = {i: n for n, i in enumerate(stored[ids_key].tolist())}
-            if not write:
-                return stored[values_key][[known[i] for i in data.ids]]
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(record, json.dumps({"teacher": self.describe()}, indent=2) + "\n")
-            atomic_write(cache, lambda f: np.savez(f, **stored))
-        return stored[values_key][[known[i] for i in data.ids]]
+            if write:
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(record,
+                                  json.dumps({"teacher": self.describe()}, indent=2) + "\n")
+                atomic_write(cache, lambda f: np.savez(f, **stored))
+        row = {i: n for n, i in enumerate(stored[ids_key].tolist())}
+        return stored[values_key][[row[i] for i in data.ids]]
 
 
 def _soft(output, raw):
@@ -309,25 +303,10 @@ def _soft(output, raw):
     return raw
 
 
-def _run_batches(batches, fn, n, label):
-    dataset, count = batches.eval_dataset()
-    result = None
-    bar = _progress(count, label)
-    for x, _y, weight, index in dataset:
-        out = np.asarray(fn(x), np.float32)
-        keep = weight.numpy() > 0
-        if result is None:
-            result = np.zeros((n,) + out.shape[1:], np.float32)
-        result[index.numpy()[keep]] = out[keep]
-        bar.update()
-    bar.close()
-    return result
-
-
 def _progress(total, label):
     from kerasbert_lite.progress import Progress
-    logger.info("%s: %d batches", label, total)
-    return Progress(total, label, unit="batch")
+    logger.info("%s: %d examples", label, total)
+    return Progress(total, label, unit="example")
 
 
 def with_teacher_outputs(train_data, teacher, folder, write=True):
