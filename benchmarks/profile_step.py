@@ -87,7 +87,7 @@ def op_breakdown(trace_dir, steps):
     return totals
 
 
-def make_step(batch, seq_len):
+def make_step(batch, seq_len, forward_only=False):
     backbone, _ = kerasbert.from_pretrained(max_length=128)
     model = kerasbert.MultitaskBert(backbone, num_sentiment_classes=5)
     submodel = model.task_model("sentiment")
@@ -101,6 +101,11 @@ def make_step(batch, seq_len):
     x = {"token_ids": tf.constant(ids), "segment_ids": tf.zeros((batch, seq_len), tf.int32),
          "padding_mask": tf.ones((batch, seq_len), tf.int32)}
     y = tf.constant(rng.integers(0, 5, batch).astype("int32"))
+    if forward_only:
+        # Evaluation's call: the sentence vector, no dropout, no gradient.
+        embedding = model.task_model("embedding")
+        forward = tf.function(lambda x: embedding(x, training=False))
+        return lambda: forward(x)
 
     @tf.function
     def step(x, y):
@@ -123,18 +128,21 @@ def main():
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3, help="traced steps")
     parser.add_argument("--timed", type=int, default=5, help="untimed-by-profiler steps timed")
+    parser.add_argument("--forward", action="store_true",
+                        help="profile evaluation's forward pass instead (use e.g. --batch 128 --seq 24)")
     parser.add_argument("--top", type=int, default=14, help="groups shown per configuration")
     parser.add_argument("--keep-trace", default=None, help="write the traces here")
     args = parser.parse_args()
 
-    print(f"MiniLM sentiment train step, batch {args.batch} x seq {args.seq}, graph mode; "
+    what = "forward pass (evaluation)" if args.forward else "sentiment train step"
+    print(f"MiniLM {what}, batch {args.batch} x seq {args.seq}, graph mode; "
           f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.2f}")
     for precision in args.precisions:
         for fused in args.fused:
             keras.mixed_precision.set_global_policy(precision)
             fused_ops.set_enabled(fused == "on")
-            run = make_step(args.batch, args.seq)
+            run = make_step(args.batch, args.seq, args.forward)
             for _ in range(3):
                 run().numpy()
             times = []

@@ -139,27 +139,45 @@ class Heads:
         return self.pooler(out["sequence_output"], inputs["padding_mask"])
 
     def pair_vectors(self, task, pair):
-        u, v = self.drop(self.embed(pair["a"])), self.drop(self.embed(pair["b"]))
-        if task in self.projections:
-            u, v = self.projections[task](u), self.projections[task](v)
-        return u, v
+        return self.pair_vector(task, pair["a"]), self.pair_vector(task, pair["b"])
 
-    def pair_raw(self, task, pair):
-        """(raw score, (u, v) or None): the vectors a dot/cosine head compared."""
+    def pair_vector(self, task, sentence):
+        """Sentence -> the vector a bi-encoder's `task` head compares: the
+        sentence vector, projected for dot/cosine heads that have a projection."""
+        u = self.drop(self.embed(sentence))
+        if self.head[task] != "concat" and task in self.projections:
+            u = self.projections[task](u)
+        return u
+
+    def pair_output(self, task, u, v):
+        """The task output of two compared vectors: the paraphrase logit, or
+        the similarity on the 0-5 scale."""
         head = self.head[task]
-        if self.pair_encoding == "cross":
-            return ops.squeeze(self.pair_dense[task](self.drop(self.embed(pair["pair"]))), -1), None
         if head == "concat":
-            u, v = self.drop(self.embed(pair["a"])), self.drop(self.embed(pair["b"]))
-            return ops.squeeze(self.pair_dense[task](ops.concatenate([u, v], axis=-1)), -1), None
+            raw = ops.squeeze(self.pair_dense[task](ops.concatenate([u, v], axis=-1)), -1)
+        else:
+            raw = PairScore(head, name=f"{task}_{head}", dtype="float32")(u, v)
+            if task == "paraphrase" or head == "dot":
+                # A learned scale and offset turn the raw score into a logit:
+                # without the offset every topically close pair (most Quora
+                # negatives) starts, and stays, "duplicate".
+                raw = ops.squeeze(self.affine[task](raw[:, None]), -1)
+        return self.similarity_scale(raw) if task == "similarity" else raw
+
+    def similarity_scale(self, raw):
+        if self.similarity_output == "sigmoid":
+            return 5.0 * ops.sigmoid(raw)
+        if self.similarity_output == "relu":
+            return 5.0 * ops.relu(raw)
+        return raw
+
+    def pair_task_output(self, task, pair):
+        """(output, (u, v) or None): the task output and the vectors a dot/cosine head compared."""
+        if self.pair_encoding == "cross":
+            raw = ops.squeeze(self.pair_dense[task](self.drop(self.embed(pair["pair"]))), -1)
+            return (self.similarity_scale(raw) if task == "similarity" else raw), None
         u, v = self.pair_vectors(task, pair)
-        score = PairScore(head, name=f"{task}_{head}", dtype="float32")(u, v)
-        if task == "paraphrase" or head == "dot":
-            # A learned scale and offset turn the raw score into a logit:
-            # without the offset every topically close pair (most Quora
-            # negatives) starts, and stays, "duplicate".
-            score = ops.squeeze(self.affine[task](score[:, None]), -1)
-        return score, (u, v)
+        return self.pair_output(task, u, v), (None if self.head[task] == "concat" else (u, v))
 
     def pair_inputs(self, task):
         if self.pair_encoding == "cross":
@@ -174,14 +192,9 @@ class Heads:
         outputs = {"sentiment": identity("sentiment")(
             self.sentiment_dense(self.drop(self.embed(inputs["sentiment"]))))}
         vectors = {}
-        raw, vectors["paraphrase"] = self.pair_raw("paraphrase", inputs["paraphrase"])
-        outputs["paraphrase"] = identity("paraphrase")(raw)
-        raw, vectors["similarity"] = self.pair_raw("similarity", inputs["similarity"])
-        if self.similarity_output == "sigmoid":
-            raw = 5.0 * ops.sigmoid(raw)
-        elif self.similarity_output == "relu":
-            raw = 5.0 * ops.relu(raw)
-        outputs["similarity"] = identity("similarity")(raw)
+        for task in ("paraphrase", "similarity"):
+            out, vectors[task] = self.pair_task_output(task, inputs[task])
+            outputs[task] = identity(task)(out)
         return inputs, outputs, vectors
 
     def submodels(self, inputs, outputs, vectors):
@@ -200,6 +213,17 @@ class Heads:
             emb = self.projections["similarity"](emb)
         submodels["embedding"] = keras.Model(emb_in, emb, name="embedding_model")
         if self.pair_encoding == "bi":
+            # A bi-encoder's pair output split in two: each sentence's vector
+            # once (unique sentences, each at its own length), then the head.
+            for task in ("paraphrase", "similarity"):
+                sentence = sentence_inputs()
+                submodels[f"{task}_vector"] = keras.Model(
+                    sentence, self.pair_vector(task, sentence), name=f"{task}_vector_model")
+                width = submodels[f"{task}_vector"].outputs[0].shape[-1]
+                u, v = (keras.Input(shape=(width,), dtype=self.DTYPE, name=f"{task}_vector_{k}")
+                        for k in ("a", "b"))
+                submodels[f"{task}_from_vectors"] = keras.Model(
+                    [u, v], self.pair_output(task, u, v), name=f"{task}_from_vectors_model")
             pe_in = self.pair_inputs("pair_embeddings")
             u, v = self.pair_vectors("similarity", pe_in)
             submodels["pair_embeddings"] = keras.Model(pe_in, {"a": u, "b": v},

@@ -671,3 +671,34 @@ def test_em_from_published_test_outputs_matches_the_keras_ensemble(runs, tmp_pat
         assert list(files) == list(weights) == list(load_split(task, "test", data_dir).ids)
         np.testing.assert_allclose(list(files.values()), list(weights.values()), atol=2e-4,
                                    err_msg=task)
+
+
+@pytest.mark.parametrize("variant", ["dps_mse", "bm"])
+def test_bi_encoder_pairs_scored_by_distinct_sentences_match_the_pair_model(
+        variant, tiny_model_dir, tiny_data_dir, tmp_path):
+    """Evaluation encodes each distinct sentence once at its own length, then
+    runs the head: the pair model's outputs, for a cosine (dps_mse) and a
+    concat (bm) head."""
+    from tiny_setup import tiny_config
+    from training.multitask_trainer import MultitaskTrainer
+    from training.pipelines import outputs_in_data_order
+
+    config = tiny_config(tiny_model_dir, tiny_data_dir, tmp_path / variant, variant=variant)
+    trainer = MultitaskTrainer(config).setup()
+    # Untrained heads give all but constant outputs: give them weights that
+    # tell pairs apart, so the comparison below means something.
+    rng = np.random.default_rng(0)
+    for weight in trainer.model.weights:
+        if "_dense/" in weight.path or "projection/" in weight.path:
+            weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    for task, output in (("quora", "paraphrase"), ("sts", "similarity")):
+        batches = trainer.dev_batches[task]
+        pair_model = trainer.model.task_model(output)
+        dataset, _ = batches.eval_dataset()
+        expected = outputs_in_data_order(
+            ((pair_model(x, training=False), w, i) for x, _y, w, i in dataset), len(batches.data))
+        got = trainer.predict(task, batches)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+        assert np.std(expected) > 10 * 1e-4 * np.abs(expected).mean()  # 10x the tolerance
+        _, sentences, _, _ = trainer._eval_inputs_cache[("sentences", id(batches))]
+        assert len(sentences.data) == len(set(batches.data.texts_a) | set(batches.data.texts_b))
