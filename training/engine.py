@@ -2,8 +2,9 @@
 
 * `WarmupLinearDecay`: BERT's learning-rate schedule.
 * `task_schedule`: which task each step of an epoch trains (the custom loop).
-* `make_optimizer`: AdamW with the encoder at `lr` and the freshly
-  initialised heads at `head_lr`, through the public
+* `make_optimizer`: AdamW (`training.fused_adamw.FusedAdamW`: Keras' AdamW
+  with each variable's update one kernel) with the encoder at `lr` and the
+  freshly initialised heads at `head_lr`, through the public
   `keras.optimizers.MultiOptimizer` (one AdamW per group, each clipping its
   own gradients by global norm), a `LossScaleOptimizer` around it for float16.
 * `train_step_function`: the custom loop's compiled step. It and
@@ -26,6 +27,7 @@ import tensorflow as tf
 from keras import ops
 
 from kerasbert.replicas import cross_replica_gradients
+from training.fused_adamw import FusedAdamW
 from training.train_config import SCHEDULES
 
 # BERT's recipe: no weight decay on LayerNorm scales/offsets and biases.
@@ -100,8 +102,8 @@ def task_schedule(batch_counts, kind="round_robin", seed=0, epoch=0):
 def _adamw(peak, total_steps, warmup_ratio, weight_decay, clip_norm):
     schedule = (WarmupLinearDecay(peak, int(warmup_ratio * total_steps), total_steps)
                 if total_steps else peak)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay,
-                                       global_clipnorm=clip_norm)
+    optimizer = FusedAdamW(learning_rate=schedule, weight_decay=weight_decay,
+                           global_clipnorm=clip_norm)
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
     return optimizer
 
