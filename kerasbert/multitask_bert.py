@@ -24,7 +24,11 @@ class MultitaskBert(keras.Model):
     sentence vector) and, for bi-encoders, `"pair_embeddings"`
     (pair -> `{"a", "b"}` vectors the similarity head compares) and, for
     dot/cosine heads, `"paraphrase_with_vectors"` / `"similarity_with_vectors"`
-    (the task output plus the compared vectors, one encoder pass).
+    (the task output plus the compared vectors, one encoder pass). A
+    bi-encoder's pair output also comes in two halves, `"{task}_vector"`
+    (one sentence -> the vector its head compares) and
+    `"{task}_from_vectors"` (`[u, v]` -> the task output), so evaluation
+    encodes each distinct sentence once.
 
     Training goes through `task_loss` / `task_gradients`, the losses of a
     `kerasbert.losses.TaskLosses`: `fit` runs them in `train_step` after
@@ -122,7 +126,7 @@ class MultitaskBert(keras.Model):
         object.__setattr__(self, "_loss_trackers", {})
 
     def task_model(self, name):
-        """The sub-model for `name`: a task, `"embedding"` or `"pair_embeddings"`."""
+        """The sub-model for `name`: a task, `"embedding"`, `"pair_embeddings"`, ... (see above)."""
         if name not in self._submodels:
             raise KeyError(f"no sub-model {name!r}; have {sorted(self._submodels)}")
         return self._submodels[name]
