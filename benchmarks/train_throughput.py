@@ -2,7 +2,7 @@
 
 For the default encoder (packaged all-MiniLM-L6-v2) it times one training
 step of each task as the custom loop runs it: the task's sub-model forward,
-its loss, backward and an AdamW update (global-norm clipping, BERT's decay
+its loss, backward and an AdamW update (the trainer's FusedAdamW; global-norm clipping, BERT's decay
 exclusions), at batch 32, on real batches of the CS224N train sets:
 
 * `sst`: single sentences (sentiment head);
@@ -72,6 +72,7 @@ import kerasbert  # noqa: E402
 from encoder_throughput import (cpu_name, encoder_forward_flops, make_batch,  # noqa: E402
                                 matmul_peak)
 from kerasbert import losses  # noqa: E402
+from training.fused_adamw import FusedAdamW  # noqa: E402
 from training.pipelines import batch_plan, padding_waste, token_lengths  # noqa: E402
 from training.readers import load_split, resolve_data_dir  # noqa: E402
 from training.variants import get_variant  # noqa: E402
@@ -101,8 +102,8 @@ def fixed_step(precision, jit, batch, seq_len, model_arg):
     model = kerasbert.MultitaskBert(backbone, num_sentiment_classes=5)
     bench = TaskBench.__new__(TaskBench)
     bench.submodel, bench.loss_fn = model.task_model("sentiment"), losses.sentiment_cross_entropy
-    bench.optimizer = keras.optimizers.AdamW(learning_rate=1e-5, weight_decay=0.01,
-                                             global_clipnorm=1.0)
+    bench.optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01,  # the trainer's AdamW
+                                 global_clipnorm=1.0)
     bench.optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     bench.optimizer.build(bench.submodel.trainable_variables)
     fn = bench.step_fn(jit)
@@ -225,8 +226,8 @@ class TaskBench:
                                  for texts in (data.texts_a, data.texts_b)]
         else:
             self.side_lengths = [self.lengths]
-        self.optimizer = keras.optimizers.AdamW(learning_rate=1e-5, weight_decay=0.01,
-                                                global_clipnorm=1.0)
+        self.optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01,  # the trainer's AdamW
+                                    global_clipnorm=1.0)
         self.optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         self.optimizer.build(self.submodel.trainable_variables)
 
