@@ -1,7 +1,7 @@
 """Where a train step's time goes: a TensorBoard profiler trace, summed by op group.
 
 One MiniLM training step as the trainer runs it (sentiment task: forward,
-loss, backward, AdamW with global-norm clipping, batch 32 x seq 64), traced
+loss, backward, the trainer's FusedAdamW with global-norm clipping, batch 32 x seq 64), traced
 with `tf.profiler` for a few steps after warm-up, in each of the asked
 configurations (precision x fused kernels on/off). The trace's host-CPU
 kernel events (the `tf_Compute` threads, one per inter-op thread; the
@@ -11,6 +11,7 @@ attention softmax, the fused XLA islands, casts, and the rest by op type.
     python benchmarks/profile_step.py                                   # bf16, fused off and on
     python benchmarks/profile_step.py --precisions float32 mixed_bfloat16 --steps 3
     python benchmarks/profile_step.py --keep-trace /tmp/trace            # open in TensorBoard
+    python benchmarks/profile_step.py --fused on --seq 24 --token-embedding trained frozen
 
 Op time is summed over threads, so it exceeds wall time on a multi-core
 machine; the shares are what to compare. The wall time per step is printed
@@ -39,9 +40,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 import kerasbert  # noqa: E402
 from kerasbert import fused_ops  # noqa: E402
 from kerasbert import losses  # noqa: E402
+from training.fused_adamw import FusedAdamW  # noqa: E402
 
 _GROUPS = [
-    ("optimizer (AdamW)", r"adam_w|loss_scale_optimizer|clip_by_global_norm"),
+    ("optimizer (AdamW)", r"adam_w|ApplyAdam|loss_scale_optimizer|clip_by_global_norm"),
     ("fused islands (XLA)", r"^_?XlaRun|__inference_(forward|backward|_gelu|_softmax)"),
     ("GELU", r"intermediate_dense\w*/Gelu|/Erfc?\b"),
     ("dropout", r"dropout"),
@@ -87,12 +89,16 @@ def op_breakdown(trace_dir, steps):
     return totals
 
 
-def make_step(batch, seq_len, forward_only=False):
+def make_step(batch, seq_len, forward_only=False, token_embedding=True):
     backbone, _ = kerasbert.from_pretrained(max_length=128)
     model = kerasbert.MultitaskBert(backbone, num_sentiment_classes=5)
     submodel = model.task_model("sentiment")
-    variables = submodel.trainable_variables
-    optimizer = keras.optimizers.AdamW(learning_rate=1e-5, weight_decay=0.01, global_clipnorm=1.0)
+    # Without the token-embedding table (half of MiniLM's 22.7M weights):
+    # what its gradient and its dense Adam update cost a step.
+    variables = [v for v in submodel.trainable_variables
+                 if token_embedding or "token_embedding" not in v.path]
+    # The trainer's optimizer: Keras' AdamW with the fused Adam kernel.
+    optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01, global_clipnorm=1.0)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     optimizer.build(variables)
     rng = np.random.default_rng(0)
@@ -131,6 +137,10 @@ def main():
     parser.add_argument("--forward", action="store_true",
                         help="profile evaluation's forward pass instead (use e.g. --batch 128 --seq 24)")
     parser.add_argument("--top", type=int, default=14, help="groups shown per configuration")
+    parser.add_argument("--token-embedding", nargs="+", default=["trained"],
+                        choices=["trained", "frozen"],
+                        help="train step with the token-embedding table trained (as the trainer "
+                             "does) and/or left out of the gradient and update")
     parser.add_argument("--keep-trace", default=None, help="write the traces here")
     args = parser.parse_args()
 
@@ -138,33 +148,36 @@ def main():
     print(f"MiniLM {what}, batch {args.batch} x seq {args.seq}, graph mode; "
           f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.2f}")
-    for precision in args.precisions:
-        for fused in args.fused:
-            keras.mixed_precision.set_global_policy(precision)
-            fused_ops.set_enabled(fused == "on")
-            run = make_step(args.batch, args.seq, args.forward)
-            for _ in range(3):
-                run().numpy()
-            times = []
-            for _ in range(args.timed):
-                start = time.perf_counter()
-                run().numpy()
-                times.append(time.perf_counter() - start)
-            trace = (Path(args.keep_trace) / f"{precision}-fused-{fused}" if args.keep_trace
-                     else Path(tempfile.mkdtemp()))
-            tf.profiler.experimental.start(str(trace))
-            for _ in range(args.steps):
-                run().numpy()
-            tf.profiler.experimental.stop()
-            groups = op_breakdown(trace, args.steps)
-            total = sum(groups.values())
-            print(f"\n{precision}, fused kernels {fused}: {statistics.median(times) * 1e3:.0f} ms "
-                  f"per step (wall, median of {args.timed}); op time {total:.0f} ms per step "
-                  f"summed over threads")
-            for group, ms in groups.most_common(args.top):
-                print(f"  {group:40s} {ms:8.1f} ms {100 * ms / total:5.1f}%")
-            rest = total - sum(ms for _, ms in groups.most_common(args.top))
-            print(f"  {'(the rest)':40s} {rest:8.1f} ms {100 * rest / total:5.1f}%")
+    configs = [(p, f, e) for p in args.precisions for f in args.fused
+               for e in (["trained"] if args.forward else args.token_embedding)]
+    for precision, fused, table in configs:
+        keras.mixed_precision.set_global_policy(precision)
+        fused_ops.set_enabled(fused == "on")
+        run = make_step(args.batch, args.seq, args.forward, token_embedding=table == "trained")
+        for _ in range(3):
+            run().numpy()
+        times = []
+        for _ in range(args.timed):
+            start = time.perf_counter()
+            run().numpy()
+            times.append(time.perf_counter() - start)
+        trace = (Path(args.keep_trace) / f"{precision}-fused-{fused}-{table}" if args.keep_trace
+                 else Path(tempfile.mkdtemp()))
+        tf.profiler.experimental.start(str(trace))
+        for _ in range(args.steps):
+            run().numpy()
+        tf.profiler.experimental.stop()
+        groups = op_breakdown(trace, args.steps)
+        total = sum(groups.values())
+        what = "" if args.forward else f", token embedding {table}"
+        print(f"\n{precision}, fused kernels {fused}{what}: "
+              f"{statistics.median(times) * 1e3:.0f} ms "
+              f"per step (wall, median of {args.timed}); op time {total:.0f} ms per step "
+              f"summed over threads")
+        for group, ms in groups.most_common(args.top):
+            print(f"  {group:40s} {ms:8.1f} ms {100 * ms / total:5.1f}%")
+        rest = total - sum(ms for _, ms in groups.most_common(args.top))
+        print(f"  {'(the rest)':40s} {rest:8.1f} ms {100 * rest / total:5.1f}%")
     keras.mixed_precision.set_global_policy("float32")
 
 

@@ -13,12 +13,14 @@ exclusions), at batch 32, on real batches of the CS224N train sets:
 
 Batches are bucketed as the trainer does (`training.pipelines.batch_plan`,
 seed 0, epoch 0): by default the trainer's XLA buckets (32, 64, 128) under
-`jit_compile=True` and its finer graph-mode buckets (16 ... 128) under plain
-`tf.function`, since XLA compiles one program per shape and graph mode does
-not. Each bucket holding at least `--min-share` of the plan's batches is
-timed (warm-up steps first: tracing, XLA compiling), and the per-bucket times
-are averaged with the plan's bucket frequencies; `covered` says what share
-of the plan's batches that average stands for.
+`jit_compile=True` and its finer graph-mode buckets (every 4 tokens to 64,
+every 8 above) under plain `tf.function`, since XLA compiles one program per
+shape and graph mode does not. A bi-encoder's two sentences are each padded
+to their own bucket, so its "bucket" is a pair of lengths `a/b`. The
+plan's `--top` most frequent buckets are timed (warm-up steps first:
+tracing, XLA compiling), and the per-bucket times are averaged with the
+plan's bucket frequencies; `covered` says what share of the plan's batches
+that average stands for.
 
 Reported per task and mode: ms/step, examples/s, tokens/s counted as real
 tokens and as padded token slots (what the hardware computes), the padding
@@ -73,14 +75,15 @@ from encoder_throughput import (cpu_name, encoder_forward_flops, make_batch,  # 
                                 matmul_peak)
 from kerasbert import losses  # noqa: E402
 from training.fused_adamw import FusedAdamW  # noqa: E402
-from training.pipelines import batch_plan, padding_waste, token_lengths  # noqa: E402
+from training.pipelines import (batch_plan, pair_side_lengths, padding_waste,  # noqa: E402
+                                token_lengths)
 from training.readers import load_split, resolve_data_dir  # noqa: E402
 from training.variants import get_variant  # noqa: E402
 
 # The trainer's defaults (training.multitask_trainer); repeated so this script
 # keeps working if they move.
 XLA_BUCKETS = (32, 64, 128)
-GRAPH_BUCKETS = (16, 24, 32, 40, 48, 64, 96, 128)
+GRAPH_BUCKETS = tuple(range(8, 64, 4)) + tuple(range(64, 129, 8))
 MAX_LENGTH = 128
 
 # task -> (dataset, pair encoding or None, variant the model is built as, sub-model, loss)
@@ -220,12 +223,9 @@ class TaskBench:
         self.name, self.tokenizer, self.data, self.batch_size = name, tokenizer, data, batch_size
         self.passes = 2 if self.encoding == "bi" else 1
         self.submodel = model.task_model(output)
-        self.lengths = token_lengths(data, tokenizer, self.encoding or "bi")
-        if self.encoding == "bi":  # each side's own length, for real-token counts
-            self.side_lengths = [np.asarray(tokenizer.token_lengths(texts)).astype(np.int64)
-                                 for texts in (data.texts_a, data.texts_b)]
-        else:
-            self.side_lengths = [self.lengths]
+        # (N,) lengths, or (N, 2) for bi-encoder pairs: each side its own bucket, as the trainer.
+        self.lengths = (pair_side_lengths(data, tokenizer) if self.encoding == "bi"
+                        else token_lengths(data, tokenizer, self.encoding or "bi"))
         self.optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01,  # the trainer's AdamW
                                     global_clipnorm=1.0)
         self.optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
@@ -236,13 +236,23 @@ class TaskBench:
 
     def waste(self, plan):
         """Padded-slot share over every encoder input (both sides for bi-encoders)."""
-        return float(np.mean([padding_waste(plan, lengths) for lengths in self.side_lengths]))
+        return padding_waste(plan, self.lengths)
 
     def real_tokens(self, plan, length):
         """Mean real tokens per batch of bucket `length` (all passes)."""
         rows = [idx for bucket, idx in plan if bucket == length]
-        return float(np.mean([sum(np.minimum(side[idx], length).sum()
-                                  for side in self.side_lengths) for idx in rows]))
+        lengths = self.lengths.reshape(len(self.lengths), -1)
+        return float(np.mean([np.minimum(lengths[idx], np.atleast_1d(length)).sum()
+                              for idx in rows]))
+
+    def flops(self, config, batch, length):
+        """A training step's encoder matmul FLOPs (3x forward) at bucket `length`, all passes."""
+        sides = np.atleast_1d(length).tolist() * (self.passes if np.ndim(length) == 0 else 1)
+        return 3 * sum(encoder_forward_flops(config, batch, side) for side in sides)
+
+    def padded(self, batch, length):
+        """Token slots a step computes at bucket `length`, all passes."""
+        return batch * int(np.sum(length)) * (self.passes if np.ndim(length) == 0 else 1)
 
     def batch(self, plan, length, k):
         """The k-th batch of bucket `length` in the plan, tokenised as the pipeline does."""
@@ -252,8 +262,8 @@ class TaskBench:
         if self.encoding is None:
             x = self.tokenizer([d.texts[i] for i in idx], max_length=length)
         elif self.encoding == "bi":
-            x = {"a": self.tokenizer([d.texts_a[i] for i in idx], max_length=length),
-                 "b": self.tokenizer([d.texts_b[i] for i in idx], max_length=length)}
+            x = {"a": self.tokenizer([d.texts_a[i] for i in idx], max_length=length[0]),
+                 "b": self.tokenizer([d.texts_b[i] for i in idx], max_length=length[1])}
         else:
             x = {"pair": self.tokenizer([d.texts_a[i] for i in idx], [d.texts_b[i] for i in idx],
                                         max_length=length)}
@@ -274,6 +284,11 @@ class TaskBench:
             return loss
 
         return tf.function(step, jit_compile=jit, reduce_retracing=True)
+
+
+def show(length):
+    """A bucket as printed: `64`, or `24/40` for a bi-encoder's two sides."""
+    return "/".join(str(n) for n in np.atleast_1d(length))
 
 
 def time_bucket(fn, bench, plan, length, warmup, steps):
@@ -307,8 +322,8 @@ def main():
     parser.add_argument("--steps", type=int, default=2, help="timed steps per bucket")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed steps per bucket first (tracing / XLA compile)")
-    parser.add_argument("--min-share", type=float, default=0.1,
-                        help="time buckets holding at least this share of the plan's batches")
+    parser.add_argument("--top", type=int, default=3,
+                        help="time the plan's this many most frequent buckets")
     parser.add_argument("--buckets", type=int, nargs="+", default=None,
                         help="one bucket set for both modes (default: the trainer's per mode)")
     args = parser.parse_args()
@@ -344,17 +359,17 @@ def main():
                 plan = bench.plan(buckets)
                 shares = {length: sum(1 for b, _ in plan if b == length) / len(plan)
                           for length in sorted({b for b, _ in plan})}
-                timed = [length for length, share in shares.items() if share >= args.min_share]
+                timed = sorted(shares, key=shares.get, reverse=True)[:args.top]
                 fn = bench.step_fn(jit=(mode == "xla"))
                 per_bucket = {}
                 for length in timed:
                     times, setup = time_bucket(fn, bench, plan, length, args.warmup, args.steps)
-                    flops = 3 * bench.passes * encoder_forward_flops(config, args.batch, length)
+                    flops = bench.flops(config, args.batch, length)
                     per_bucket[length] = (statistics.median(times), flops,
                                           bench.real_tokens(plan, length))
                     bucket_rows.append((precision, task, mode, length, shares[length],
                                         statistics.median(times), min(times), flops, setup))
-                    print(f"  done {precision} {task:11s} {mode:5s} L={length:3d}: "
+                    print(f"  done {precision} {task:11s} {mode:5s} L={show(length)}: "
                           f"{statistics.median(times) * 1e3:.0f} ms/step", flush=True)
                 # Plan-weighted over the timed buckets: sums of per-step amounts,
                 # divided by the summed step time.
@@ -363,7 +378,7 @@ def main():
                 seconds = sum(weight[k] * per_bucket[k][0] for k in timed)
                 flops = sum(weight[k] * per_bucket[k][1] for k in timed)
                 real = sum(weight[k] * per_bucket[k][2] for k in timed)
-                padded = sum(weight[k] * args.batch * bench.passes * k for k in timed)
+                padded = sum(weight[k] * bench.padded(args.batch, k) for k in timed)
                 task_rows.append(dict(
                     precision=precision, task=task, mode=mode, buckets=buckets, covered=covered,
                     ms=seconds / covered * 1e3, examples=args.batch * covered / seconds,
@@ -381,13 +396,13 @@ def main():
     if bucket_rows:
         print("\nPer bucket (ms/step: median of the timed steps; GFLOP/s from the median; "
               "% of the peak of the precision's compute dtype)")
-        header = (f"{'precision':15s} {'task':11s} {'mode':5s} {'L':>4s} {'share':>6s} "
+        header = (f"{'precision':15s} {'task':11s} {'mode':5s} {'L':>7s} {'share':>6s} "
                   f"{'ms/step':>8s} {'min ms':>7s} {'GFLOP/s':>8s} {'% peak':>7s} {'warm-up s':>9s}")
         print(header)
         print("-" * len(header))
         for precision, task, mode, length, share, step, best, flops, setup in bucket_rows:
             peak = peaks[PRECISION_DTYPE[precision]]
-            print(f"{precision:15s} {task:11s} {mode:5s} {length:4d} {share:6.1%} "
+            print(f"{precision:15s} {task:11s} {mode:5s} {show(length):>7s} {share:6.1%} "
                   f"{step * 1e3:8.0f} {best * 1e3:7.0f} {flops / step / 1e9:8.1f} "
                   f"{100 * flops / step / 1e9 / peak:6.1f}% {setup:9.1f}")
 

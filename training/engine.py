@@ -3,7 +3,8 @@
 * `WarmupLinearDecay`: BERT's learning-rate schedule.
 * `task_schedule`: which task each step of an epoch trains (the custom loop).
 * `make_optimizer`: AdamW (`training.fused_adamw.FusedAdamW`: Keras' AdamW
-  with each variable's update one kernel) with the encoder at `lr` and the
+  with each variable's update one kernel, the embedding tables stepped lazily:
+  only the rows a batch used) with the encoder at `lr` and the
   freshly initialised heads at `head_lr`, through the public
   `keras.optimizers.MultiOptimizer` (one AdamW per group, each clipping its
   own gradients by global norm), a `LossScaleOptimizer` around it for float16.
@@ -99,17 +100,18 @@ def task_schedule(batch_counts, kind="round_robin", seed=0, epoch=0):
     return order
 
 
-def _adamw(peak, total_steps, warmup_ratio, weight_decay, clip_norm):
+def _adamw(peak, total_steps, warmup_ratio, weight_decay, clip_norm, lazy_embeddings):
     schedule = (WarmupLinearDecay(peak, int(warmup_ratio * total_steps), total_steps)
                 if total_steps else peak)
     optimizer = FusedAdamW(learning_rate=schedule, weight_decay=weight_decay,
-                           global_clipnorm=clip_norm)
+                           global_clipnorm=clip_norm, lazy_embeddings=lazy_embeddings)
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
     return optimizer
 
 
 def make_optimizer(model, lr, head_lr=None, *, total_steps=None, warmup_ratio=0.1,
-                   weight_decay=0.01, clip_norm=1.0, loss_scale=False, variables=None):
+                   weight_decay=0.01, clip_norm=1.0, loss_scale=False, variables=None,
+                   lazy_embeddings=True):
     """The optimizer of both front-ends, built on `model.trainable_variables`.
 
     Two AdamWs in a `keras.optimizers.MultiOptimizer`: the pretrained
@@ -130,6 +132,9 @@ def make_optimizer(model, lr, head_lr=None, *, total_steps=None, warmup_ratio=0.
         loss_scale: wrap it in a `keras.optimizers.LossScaleOptimizer` (for
             mixed_float16, whose gradients underflow without; bf16 has
             float32's exponent range and needs none).
+        lazy_embeddings: step only the embedding rows each batch used (the
+            trainer's `--embedding-update lazy`, the default; see
+            `training.fused_adamw`); False: every row, as Keras' AdamW.
         variables: the variables it steps (default `model.trainable_variables`;
             a sub-model's for a single-task fit). It is built on them, and
             `apply` takes a gradient (or None) for each.
@@ -145,7 +150,8 @@ def make_optimizer(model, lr, head_lr=None, *, total_steps=None, warmup_ratio=0.
     [5e-05, 0.001]
     """
     settings = dict(total_steps=total_steps, warmup_ratio=warmup_ratio,
-                    weight_decay=weight_decay, clip_norm=clip_norm)
+                    weight_decay=weight_decay, clip_norm=clip_norm,
+                    lazy_embeddings=lazy_embeddings)
     encoder = _adamw(lr, **settings)
     heads = _adamw(lr if head_lr is None else head_lr, **settings)
     variables = model.trainable_variables if variables is None else list(variables)

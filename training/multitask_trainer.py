@@ -235,7 +235,8 @@ class MultitaskTrainer:
             self.optimizer = make_optimizer(
                 self.model, self.lr, self.head_lr, total_steps=total,
                 warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16")
+                clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16",
+                lazy_embeddings=cfg.embedding_update == "lazy")
         return self
 
     def _with_teacher_outputs(self, train_data):
@@ -338,10 +339,9 @@ class MultitaskTrainer:
         A bi-encoder's pairs go by their distinct sentences
         (`_predict_pairs_by_sentence`).
         """
-        output = get_task(task).output
         if batches.pair_encoding == "bi":
             return self._predict_pairs_by_sentence(task, batches, split)
-        return self._predict_rows(output, batches, f"{task} {split}", "example")
+        return self._predict_rows(get_task(task).output, batches, f"{task} {split}", "example")
 
     def _predict_rows(self, name, batches, desc, unit):
         from kerasbert_lite.progress import Progress
@@ -364,7 +364,8 @@ class MultitaskTrainer:
         The same numbers as the pair model (the head is the same layers), for
         less work: on Quora dev 6% of the sentences repeat, and padding both
         sides of a pair to the longer one's bucket computed 17% more tokens
-        than padding each sentence to its own.
+        than padding each sentence to its own (before pair plans padded each
+        side apart).
         """
         output = get_task(task).output
         key = ("sentences", id(batches))

@@ -64,6 +64,9 @@ def build_parser():
     add("--warmup-ratio", type=float, default=0.1, help="fraction of steps spent warming up (0.1)")
     add("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01)")
     add("--clip-norm", type=float, default=1.0, help="global gradient-norm clip (1.0)")
+    add("--embedding-update", default="lazy", choices=("lazy", "dense"),
+        help="AdamW on the embedding tables: lazy (default) steps only the rows a batch used, "
+             "as LazyAdam; dense steps every row every step (Keras' AdamW maths, slower)")
     add("--checkpoint-every", type=int, default=200,
         help="steps between resumable checkpoints (200)")
     add("--jit", default="auto", choices=("auto", "on", "off"),
@@ -133,7 +136,8 @@ def config_from_args(args):
         lr=args.lr, head_lr=args.head_lr, max_length=args.max_length, buckets=buckets,
         quora_fraction=args.quora_fraction, limit=args.limit, schedule=args.schedule,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-        clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
+        clip_norm=args.clip_norm, embedding_update=args.embedding_update,
+        checkpoint_every=args.checkpoint_every,
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
         teacher=tuple(args.teacher) if args.teacher else None,
         teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,

@@ -6,6 +6,7 @@ import json
 # Task orders within an epoch (`training.engine.task_schedule`); here, where the
 # flags are checked, so that `--help` and a bad flag need no TensorFlow.
 SCHEDULES = ("round_robin", "proportional")
+EMBEDDING_UPDATES = ("lazy", "dense")
 # tf.distribute strategies of `--strategy` (`training.strategy.make_strategy`).
 STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
 
@@ -32,6 +33,9 @@ class TrainConfig:
         limit: use only the first N examples of every split (smoke runs).
         schedule: `round_robin` (the paper's) or `proportional`.
         warmup_ratio, weight_decay, clip_norm: optimiser settings.
+        embedding_update: `lazy` (AdamW steps only the embedding rows a batch
+            used; `training.fused_adamw.FusedAdamW(lazy_embeddings=True)`)
+            or `dense` (Keras' AdamW maths: every row, every step).
         checkpoint_every: steps between resumable checkpoints.
         jit_compile: XLA-compile the train and eval steps: True, False, or
             "auto" = on GPUs only. On this project's 2-core CPU machines plain
@@ -102,6 +106,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     clip_norm: float = 1.0
+    embedding_update: str = "lazy"
     checkpoint_every: int = 200
     jit_compile: object = "auto"
     precision: str = "auto"
@@ -173,6 +178,8 @@ class TrainConfig:
              "--weight-decay", "a non-negative number", self.weight_decay)
         need(number(self.clip_norm) and 0 < self.clip_norm < float("inf"), "--clip-norm",
              "positive", self.clip_norm)
+        need(self.embedding_update in EMBEDDING_UPDATES, "--embedding-update",
+             " or ".join(EMBEDDING_UPDATES), self.embedding_update)
         need(self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}",
              self.schedule)
         need(self.mode in ("finetune", "frozen"), "--mode", "finetune or frozen", self.mode)
@@ -229,6 +236,8 @@ class TrainConfig:
         for key in ("tasks", "buckets", "teacher"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
+        # Run folders written before the setting existed updated every row.
+        values.setdefault("embedding_update", "dense")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
