@@ -11,7 +11,7 @@ attention softmax, the fused XLA islands, casts, and the rest by op type.
     python benchmarks/profile_step.py                                   # bf16, fused off and on
     python benchmarks/profile_step.py --precisions float32 mixed_bfloat16 --steps 3
     python benchmarks/profile_step.py --keep-trace /tmp/trace            # open in TensorBoard
-    python benchmarks/profile_step.py --fused on --seq 24 --token-embedding trained frozen
+    python benchmarks/profile_step.py --fused on --seq 24 --token-embedding trained lazy frozen
 
 Op time is summed over threads, so it exceeds wall time on a multi-core
 machine; the shares are what to compare. The wall time per step is printed
@@ -89,16 +89,17 @@ def op_breakdown(trace_dir, steps):
     return totals
 
 
-def make_step(batch, seq_len, forward_only=False, token_embedding=True):
+def make_step(batch, seq_len, forward_only=False, token_embedding="trained"):
     backbone, _ = kerasbert.from_pretrained(max_length=128)
     model = kerasbert.MultitaskBert(backbone, num_sentiment_classes=5)
     submodel = model.task_model("sentiment")
-    # Without the token-embedding table (half of MiniLM's 22.7M weights):
-    # what its gradient and its dense Adam update cost a step.
+    # "frozen": without the token-embedding table (half of MiniLM's 22.7M
+    # weights), what its gradient and update cost a step; "lazy": its rows
+    # stepped as the trainer does by default; "trained": every row, densely.
     variables = [v for v in submodel.trainable_variables
-                 if token_embedding or "token_embedding" not in v.path]
-    # The trainer's optimizer: Keras' AdamW with the fused Adam kernel.
-    optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01, global_clipnorm=1.0)
+                 if token_embedding != "frozen" or "token_embedding" not in v.path]
+    optimizer = FusedAdamW(learning_rate=1e-5, weight_decay=0.01, global_clipnorm=1.0,
+                           lazy_embeddings=token_embedding == "lazy")
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     optimizer.build(variables)
     rng = np.random.default_rng(0)
@@ -138,9 +139,10 @@ def main():
                         help="profile evaluation's forward pass instead (use e.g. --batch 128 --seq 24)")
     parser.add_argument("--top", type=int, default=14, help="groups shown per configuration")
     parser.add_argument("--token-embedding", nargs="+", default=["trained"],
-                        choices=["trained", "frozen"],
-                        help="train step with the token-embedding table trained (as the trainer "
-                             "does) and/or left out of the gradient and update")
+                        choices=["trained", "lazy", "frozen"],
+                        help="train step with the embedding tables stepped densely (every row), "
+                             "lazily (the rows the batch used; the trainer's default) and/or "
+                             "the token table left out of the gradient and update")
     parser.add_argument("--keep-trace", default=None, help="write the traces here")
     args = parser.parse_args()
 
@@ -153,7 +155,7 @@ def main():
     for precision, fused, table in configs:
         keras.mixed_precision.set_global_policy(precision)
         fused_ops.set_enabled(fused == "on")
-        run = make_step(args.batch, args.seq, args.forward, token_embedding=table == "trained")
+        run = make_step(args.batch, args.seq, args.forward, token_embedding=table)
         for _ in range(3):
             run().numpy()
         times = []

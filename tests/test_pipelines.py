@@ -324,3 +324,26 @@ def test_real_dev_sets_match_eager_tokenizer(data_dir, real_tok, task, encoding)
         np.testing.assert_array_equal(y, data.labels[index])
         seen += index[weight > 0].tolist()
     assert sorted(seen) == list(range(len(data)))
+
+
+@pytest.mark.parametrize("kind", ["sentences", "bi", "cross"])
+def test_one_map_datasets_equal_the_per_bucket_ones(tok, sentences, pairs, kind):
+    """static_shapes=False (graph mode's single map, each batch cut to its
+    bucket) yields the same batches, in the same shapes, as a map per bucket."""
+    data, encoding = (sentences, "bi") if kind == "sentences" else (pairs, kind)
+    kwargs = dict(batch_size=4, buckets=BUCKETS, max_length=MAX_LENGTH, pair_encoding=encoding)
+    static, dynamic = (TaskBatches(data, tok, static_shapes=flag, **kwargs) for flag in (True, False))
+    for make in (lambda b: b.train_dataset(seed=3, epoch=1), lambda b: b.train_dataset(3, 1, 2),
+                 lambda b: b.eval_dataset()):
+        (ds_s, n_s), (ds_d, n_d) = make(static), make(dynamic)
+        assert n_s == n_d
+        a, b = collect(ds_s), collect(ds_d)
+        assert len(a) == len(b) == n_d
+        for x, y in zip(a, b):
+            assert_tree_equal(x, y)
+        spec = tf.nest.flatten(ds_d.element_spec[0])[0]
+        assert spec.shape.as_list() == [4, None]
+    # Lengths really vary between batches (and, for bi pairs, between sides).
+    shapes = {tuple(v.shape for v in tf.nest.flatten(x)) for x, *_ in collect(
+        dynamic.eval_dataset()[0])}
+    assert len(shapes) > 1

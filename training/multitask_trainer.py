@@ -212,8 +212,11 @@ class MultitaskTrainer:
                 backbone.trainable = False
 
         def batches(data, batch_size, buckets=self.buckets):
+            # Under XLA each bucket is a compile and TPUs want static shapes:
+            # a map per bucket; in graph mode one map cuts each batch to its bucket.
             return TaskBatches(data, self.tokenizer, batch_size=batch_size, buckets=buckets,
-                               max_length=cfg.max_length, pair_encoding=self.variant.pair_encoding)
+                               max_length=cfg.max_length, pair_encoding=self.variant.pair_encoding,
+                               static_shapes=self.jit_compile)
 
         def eval_batches(data):
             return batches(data, cfg.eval_batch_size, self.eval_buckets)

@@ -254,6 +254,13 @@ class TaskBatches:
         max_length: longest sequence; longer examples are truncated.
         pair_encoding: for pairs, "bi" (a and b tokenised alone) or "cross"
             (`[CLS] a [SEP] b [SEP]`); ignored for single sentences.
+        static_shapes: True (default): one `map` per bucket length, so the
+            dataset's element spec has each length fixed, as TPUs and XLA
+            want. False: one `map` for all batches, the length dimension
+            `None` in the spec and each batch cut to its bucket; the same
+            values, for graph mode, where shapes are free: with per-side
+            buckets a bi-encoder's pairs have ~70 bucket pairs, and building
+            a pipeline per pair each epoch took seconds per task.
 
     Example:
     >>> from kerasbert.bert_tokenizer import BertTokenizer
@@ -269,7 +276,7 @@ class TaskBatches:
     """
 
     def __init__(self, data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
-                 pair_encoding="bi"):
+                 pair_encoding="bi", static_shapes=True):
         if not isinstance(data, (SentenceData, PairData)):
             raise TypeError(f"expected SentenceData or PairData, got {type(data).__name__}")
         _check_pair_encoding(pair_encoding)
@@ -280,6 +287,7 @@ class TaskBatches:
         self.buckets = resolve_buckets(buckets, self.max_length)
         self.is_pair = isinstance(data, PairData)
         self.pair_encoding = pair_encoding if self.is_pair else None
+        self.static_shapes = bool(static_shapes)
         # (N,) lengths, or (N, 2) for a bi-encoder's pairs: each side its own bucket.
         self.lengths = (pair_side_lengths(data, tokenizer) if self.pair_encoding == "bi"
                         else token_lengths(data, tokenizer, pair_encoding))
@@ -334,6 +342,8 @@ class TaskBatches:
 
     def _dataset(self, plan, eval_fields):
         texts, labels = self._tensors()
+        if not self.static_shapes:
+            return self._one_map_dataset(plan, texts, labels, eval_fields)
         order = [length for length, _ in plan]
         lengths = sorted(set(order))
         # One sub-dataset per bucket so each map traces with a static length,
@@ -353,6 +363,21 @@ class TaskBatches:
                 np.array([lengths.index(length) for length in order], np.int64))
             dataset = tf.data.Dataset.choose_from_datasets(per_bucket, choice)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(plan)))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _one_map_dataset(self, plan, texts, labels, eval_fields):
+        # Each element carries its rows and its bucket length(s); the batch is
+        # tokenised at max_length and cut to them (the plan's lengths hold
+        # every row, so the cut removes padding only).
+        sides = 2 if self.pair_encoding == "bi" else 1
+        rows = np.zeros((len(plan), self.batch_size), np.int32)
+        lengths = np.zeros((len(plan), sides), np.int32)
+        for k, (length, idx) in enumerate(plan):
+            rows[k], lengths[k] = idx, np.broadcast_to(length, (sides,))
+        fn = batch_fn(texts, labels, self.tokenizer, self.batch_size, self.max_length,
+                      self.pair_encoding, eval_fields, cut=True)
+        dataset = tf.data.Dataset.from_tensor_slices((rows, lengths)).map(
+            fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def _empty_dataset(self, texts, labels, eval_fields):
@@ -387,7 +412,8 @@ def data_tensors(data):
     return texts, None if data.labels is None else tf.constant(data.labels, dtype)
 
 
-def batch_fn(texts, labels, tokenizer, batch_size, length, pair_encoding, eval_fields=False):
+def batch_fn(texts, labels, tokenizer, batch_size, length, pair_encoding, eval_fields=False,
+             cut=False):
     """`rows -> (x, y)` (or `(x, y, weight, index)`): one batch at one length, in `tf.data`.
 
     The one tokenising step of every training pipeline: the custom loop's
@@ -396,25 +422,35 @@ def batch_fn(texts, labels, tokenizer, batch_size, length, pair_encoding, eval_f
     `PAD_INDEX` rows become example 0 with weight 0. `pair_encoding` is
     None for single sentences. `length` is an int, or for "bi" pairs also
     `(length_a, length_b)`, each side padded to its own.
+
+    `cut=True`: the function takes `(rows, lengths)`, `lengths` int32 (K,)
+    (one per side), tokenises at `length` and cuts each side to its entry of
+    `lengths` (its columns beyond are padding when no row is longer); the
+    length dimension is then `None` in the element spec.
     """
-    def tokenize(*parts, length):
+    def tokenize(*parts, length, cut_to=None):
         encoded = tokenizer(*parts, max_length=length)
+        if cut_to is not None:
+            return {k: tf.ensure_shape(v[:, :cut_to], (batch_size, None))
+                    for k, v in encoded.items()}
         return {k: tf.ensure_shape(v, (batch_size, length)) for k, v in encoded.items()}
 
     length_a, length_b = length if isinstance(length, tuple) else (length, length)
     if length_a != length_b and pair_encoding != "bi":
         raise ValueError(f"a length per side, {length}, is for bi-encoded pairs only")
 
-    def fn(rows):
+    def fn(rows, lengths=None):
         real = rows >= 0
         index = tf.where(real, rows, 0)
         parts = [tf.gather(t, index) for t in texts]
+        cut_a, cut_b = (lengths[0], lengths[-1]) if cut else (None, None)
         if len(parts) == 1:
-            x = tokenize(parts[0], length=length_a)
+            x = tokenize(parts[0], length=length_a, cut_to=cut_a)
         elif pair_encoding == "bi":
-            x = {"a": tokenize(parts[0], length=length_a), "b": tokenize(parts[1], length=length_b)}
+            x = {"a": tokenize(parts[0], length=length_a, cut_to=cut_a),
+                 "b": tokenize(parts[1], length=length_b, cut_to=cut_b)}
         else:
-            x = {"pair": tokenize(parts[0], parts[1], length=length_a)}
+            x = {"pair": tokenize(parts[0], parts[1], length=length_a, cut_to=cut_a)}
         y = None if labels is None else tf.gather(labels, index)
         if not eval_fields:
             return x, y
@@ -491,7 +527,7 @@ def outputs_in_data_order(steps, num_examples, bar=None):
 
 
 def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
-                       seed=0, epoch=0, start_batch=0, pair_encoding="bi"):
+                       seed=0, epoch=0, start_batch=0, pair_encoding="bi", static_shapes=True):
     """One training epoch of `data` as `(dataset of (x, y), number of batches it yields)`.
 
     See `TaskBatches` for the arguments and the module docstring for the
@@ -501,16 +537,18 @@ def make_train_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, 
     `data` either way.
     """
     batches = TaskBatches(data, tokenizer, batch_size=batch_size, buckets=buckets,
-                          max_length=max_length, pair_encoding=pair_encoding)
+                          max_length=max_length, pair_encoding=pair_encoding,
+                          static_shapes=static_shapes)
     return batches.train_dataset(seed, epoch, start_batch)
 
 
 def make_eval_dataset(data, tokenizer, *, batch_size, buckets=DEFAULT_BUCKETS, max_length=128,
-                      pair_encoding="bi"):
+                      pair_encoding="bi", static_shapes=True):
     """All of `data` once as `(dataset of (x, y_or_None, weight, index), number of batches)`.
 
     Padding rows have weight 0 and index 0; see the module docstring.
     """
     batches = TaskBatches(data, tokenizer, batch_size=batch_size, buckets=buckets,
-                          max_length=max_length, pair_encoding=pair_encoding)
+                          max_length=max_length, pair_encoding=pair_encoding,
+                          static_shapes=static_shapes)
     return batches.eval_dataset()
