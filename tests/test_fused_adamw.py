@@ -31,11 +31,16 @@ def _reference_adamw(weights, steps, decayed):
     return w
 
 
-def test_matches_adamw_by_hand_with_decay_clip_and_sparse_gradients():
-    rng = np.random.default_rng(0)
+def _start_weights(rng):
+    """A (50, 8) embedding table, an (8, 4) kernel and a bias, float32."""
     start = {"table": rng.normal(size=(50, 8)), "kernel": rng.normal(size=(8, 4)),
              "bias": rng.normal(size=4)}
-    start = {k: v.astype(np.float32) for k, v in start.items()}
+    return {k: v.astype(np.float32) for k, v in start.items()}
+
+
+def test_matches_adamw_by_hand_with_decay_clip_and_sparse_gradients():
+    rng = np.random.default_rng(0)
+    start = _start_weights(rng)
     steps = []
     for _ in range(4):
         # Distinct rows: with a repeated row, Keras' clip takes the norm of
@@ -137,9 +142,7 @@ def _reference_lazy_adamw(weights, steps, decayed):
 
 def test_lazy_embeddings_update_only_the_rows_in_the_batch():
     rng = np.random.default_rng(1)
-    start = {"table": rng.normal(size=(50, 8)), "kernel": rng.normal(size=(8, 4)),
-             "bias": rng.normal(size=4)}
-    start = {k: v.astype(np.float32) for k, v in start.items()}
+    start = _start_weights(rng)
     steps = []
     for _ in range(4):
         rows = rng.choice(12, 9)  # rows 12.. never used; repeats within a batch
