@@ -95,8 +95,10 @@ def _two_devices(model_dir, data_dir, out, result):
     from training.multitask_trainer import MultitaskTrainer
 
     def run(variant, strategy, weights=None):
+        # Dense embedding updates: what several replicas run (lazy is one-replica only).
         config = tiny_config(model_dir, data_dir, Path(out) / variant, variant=variant,
-                             lr=1e-3, head_lr=1e-2, clip_norm=0.05, limit=LIMIT)
+                             lr=1e-3, head_lr=1e-2, clip_norm=0.05, limit=LIMIT,
+                             embedding_update="dense")
         trainer = MultitaskTrainer(config, strategy=strategy).setup()
         trainer.model.get_layer("head_dropout").rate = 0.0
         if weights is not None:
@@ -225,8 +227,11 @@ def _written(log):
 
 @pytest.fixture
 def flags(tiny_model_dir_no_dropout, tiny_data_dir):
+    # Dense embedding updates: what several replicas run (lazy is one-replica only),
+    # so one-device references step the same way.
     return ["--model", str(tiny_model_dir_no_dropout), "--data-dir", str(tiny_data_dir),
-            "--lr", "2e-3", "--limit", str(LIMIT), *TINY_FLAGS, "--epochs", "1"]
+            "--lr", "2e-3", "--limit", str(LIMIT), *TINY_FLAGS, "--epochs", "1",
+            "--embedding-update", "dense"]
 
 
 def test_two_workers_write_one_run_folder(flags, tmp_path):

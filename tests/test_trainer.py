@@ -496,8 +496,9 @@ def _mirrored_worker(model_dir, data_dir, out, result):
     clip = 0.05
 
     def run(strategy, weights=None):
+        # Dense embedding updates: what several replicas run (lazy is one-replica only).
         config = tiny_config(model_dir, data_dir, Path(out) / "m", variant="bm", lr=1e-3,
-                             head_lr=1e-2, clip_norm=clip)
+                             head_lr=1e-2, clip_norm=clip, embedding_update="dense")
         trainer = MultitaskTrainer(config, strategy=strategy).setup()
         trainer.model.get_layer("head_dropout").rate = 0.0
         if weights is not None:

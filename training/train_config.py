@@ -35,7 +35,8 @@ class TrainConfig:
         warmup_ratio, weight_decay, clip_norm: optimiser settings.
         embedding_update: `lazy` (AdamW steps only the embedding rows a batch
             used; `training.fused_adamw.FusedAdamW(lazy_embeddings=True)`)
-            or `dense` (Keras' AdamW maths: every row, every step).
+            or `dense` (Keras' AdamW maths: every row, every step). Lazy
+            applies on one replica; a strategy of several steps densely.
         checkpoint_every: steps between resumable checkpoints.
         jit_compile: XLA-compile the train and eval steps: True, False, or
             "auto" = on GPUs only. On this project's 2-core CPU machines plain
