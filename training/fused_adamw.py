@@ -78,7 +78,8 @@ class FusedAdamW(keras.optimizers.AdamW):
             self._lazy_keys = set()
 
     def _clip_gradients(self, grads):
-        if not self._lazy_keys or not self.global_clipnorm or self.clipnorm or self.clipvalue:
+        # `_lazy_keys` is only ever set with no per-tensor or value clip.
+        if not self._lazy_keys or not self.global_clipnorm:
             return super()._clip_gradients(grads)
         # Keras' clip would densify the slices; the same formula on their values.
         squares = [tf.reduce_sum(tf.square(tf.cast(
