@@ -158,7 +158,8 @@ def _fit_two_devices(trainer, mirrored):
             if weights is not None:
                 model.set_weights(weights)
             _set_trainable(model)  # as compile_multitask does, before the optimizer
-            optimizer = make_optimizer(model, 1e-3, 1e-2, clip_norm=clip)
+            # Dense embedding updates on both: lazy is one-replica only.
+            optimizer = make_optimizer(model, 1e-3, 1e-2, clip_norm=clip, lazy_embeddings=False)
             compile_multitask(model, variant, optimizer=optimizer, jit_compile=False)
         start = model.get_weights()
         ds = tf.data.Dataset.from_generator(
