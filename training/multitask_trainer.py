@@ -20,7 +20,7 @@ from kerasbert.from_pretrained import DEFAULT_MODEL
 from kerasbert_lite.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
-from training.examples import SentenceData
+from training.examples import PairData, SentenceData
 from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
 from training.metrics import (METRIC_NAMES, overall_scores, predicted_labels, selection_score,
@@ -30,6 +30,7 @@ from training.precision import resolve_precision, set_precision
 from training.predictions import write_predictions
 from training.readers import SENTIMENT_CLASSES, load_split, resolve_data_dir, split_path
 from training.run_lock import RunLock
+from training.extra_pairs import with_extra_pairs
 from training.teacher import Teacher, with_teacher_outputs
 from training import strategy as strategies
 from training.train_config import TrainConfig
@@ -247,6 +248,11 @@ class MultitaskTrainer:
         teacher = Teacher.load(cfg.teacher, batch_size=cfg.eval_batch_size)
         teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
                               source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
+        if cfg.extra_pairs:
+            train_data = with_extra_pairs(train_data, cfg.extra_pairs, cfg.seed)
+            logger.info("extra pairs: %s", ", ".join(
+                f"{task} {len(data)} rows ({cfg.extra_pairs} requested unlabeled)"
+                for task, data in train_data.items() if isinstance(data, PairData)))
         # Of several workers only the chief writes the cache (the others compute alike).
         return with_teacher_outputs(train_data, teacher, self.out, write=self.chief)
 

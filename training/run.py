@@ -87,6 +87,9 @@ def build_parser():
              "gold labels (0.5)")
     add("--distill-temperature", type=float, default=1.0,
         help="--variant distill: temperature of the sentiment KL term (1.0)")
+    add("--extra-pairs", type=int, default=0, metavar="N",
+        help="--variant distill: add N unlabeled pairs of training sentences to each pair "
+             "task (half word-overlap neighbours, half random), labelled by the teacher (0)")
     add("--student-layers", type=int, default=None,
         help="keep every k-th encoder layer, k = layers // N, from the first (DistilBERT's "
              "initialisation): 3 of MiniLM's 6 takes layers 0, 2, 4 (default: all)")
@@ -141,6 +144,7 @@ def config_from_args(args):
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
         teacher=tuple(args.teacher) if args.teacher else None,
         teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,
+        extra_pairs=args.extra_pairs,
         student_layers=args.student_layers, seed=args.seed, strategy=args.strategy,
         tpu=args.tpu, collective_timeout=args.collective_timeout)
 

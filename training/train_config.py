@@ -54,6 +54,9 @@ class TrainConfig:
         teacher_weight: weight w of the teacher's soft targets in the
             distillation loss, `(1 - w) * gold + w * teacher`.
         distill_temperature: temperature of the sentiment KL term.
+        extra_pairs: `--variant distill`: unlabeled pairs of training
+            sentences added to each pair task, labelled by the teacher alone
+            (`training.extra_pairs`); 0: none.
         student_layers: keep this many encoder layers, every k-th from the
             first (k = layers // N): 3 of 6 keeps 0, 2, 4. None keeps all.
         seed: seeds data order, dropout and head initialisation.
@@ -115,6 +118,7 @@ class TrainConfig:
     teacher: tuple = None
     teacher_weight: float = 0.5
     distill_temperature: float = 1.0
+    extra_pairs: int = 0
     student_layers: int = None
     seed: int = 0
     strategy: str = "auto"
@@ -210,6 +214,10 @@ class TrainConfig:
              "in [0, 1]", self.teacher_weight)
         need(number(self.distill_temperature) and 0 < self.distill_temperature < float("inf"),
              "--distill-temperature", "positive", self.distill_temperature)
+        need(integer(self.extra_pairs) and self.extra_pairs >= 0, "--extra-pairs",
+             "a count of at least 0", self.extra_pairs)
+        need(not self.extra_pairs or distill, "--extra-pairs",
+             "given with --variant distill only (a teacher labels the pairs)", self.extra_pairs)
         if self.student_layers is not None:
             need(integer(self.student_layers) and self.student_layers >= 1, "--student-layers",
                  "at least 1", self.student_layers)
