@@ -347,3 +347,7 @@ def test_one_map_datasets_equal_the_per_bucket_ones(tok, sentences, pairs, kind)
     shapes = {tuple(v.shape for v in tf.nest.flatten(x)) for x, *_ in collect(
         dynamic.eval_dataset()[0])}
     assert len(shapes) > 1
+    # No autotune model thread, whose join stalled epoch ends (see _without_autotune_thread).
+    for batches in (static, dynamic):
+        for ds in (batches.train_dataset(3, 1)[0], batches.eval_dataset()[0]):
+            assert ds.options().autotune.enabled is False
