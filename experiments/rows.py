@@ -51,7 +51,8 @@ _FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tas
           "quora_fraction": "--quora-fraction", "limit": "--limit", "schedule": "--schedule",
           "warmup_ratio": "--warmup-ratio", "weight_decay": "--weight-decay",
           "clip_norm": "--clip-norm", "teacher": "--teacher", "teacher_weight": "--teacher-weight",
-          "distill_temperature": "--distill-temperature", "student_layers": "--student-layers",
+          "distill_temperature": "--distill-temperature", "extra_pairs": "--extra-pairs",
+          "student_layers": "--student-layers", "embedding_update": "--embedding-update",
           "seed": "--seed"}
 
 

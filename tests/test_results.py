@@ -250,7 +250,9 @@ def test_training_args_round_trip_through_the_command_line():
                  ["--variant", "classifier", "--task", "cfimdb", "--mode", "frozen",
                   "--epochs", "5", "--max-length", "256"],
                  ["--variant", "classifier_mean", "--task", "sst", "--mode", "frozen", "--epochs", "5"],
-                 ["--variant", "cross", "--epochs", "2", "--lr", "3e-05", "--seed", "3"]):
+                 ["--variant", "cross", "--epochs", "2", "--lr", "3e-05", "--seed", "3"],
+                 ["--variant", "distill", "--epochs", "5", "--teacher", "runs/a", "runs/b",
+                  "--extra-pairs", "6000", "--embedding-update", "dense"]):
         config = config_from_args(build_parser().parse_args(argv))
         as_dict = {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in config.__dict__.items()}
