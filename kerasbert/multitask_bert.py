@@ -225,6 +225,8 @@ class MultitaskBert(keras.Model):
             # Metrics compare with the gold labels (distillation packs the
             # teacher's outputs beside them).
             gold = {o: self._task_losses.gold_labels(o, v) for o, v in y.items()}
+            if self._task_losses.teacher_weight is not None:
+                gold, predictions, weight = _skip_unlabeled(gold, predictions, weight)
             return self.compute_metrics(x, gold, predictions, sample_weight=weight)
         logs = {"loss": self._loss_tracker.result()}
         logs.update({f"{o}_loss": self._loss_trackers[o].result() for o in parts})
@@ -278,3 +280,27 @@ def _check_settings(**settings):
             raise ValueError(f"paraphrase_logit_init must be (scale, threshold), got {init!r}")
         settings["paraphrase_logit_init"] = init
     return settings
+
+
+def _skip_unlabeled(gold, predictions, weight):
+    """Gold labels, predictions and per-output metric weights with the NaN-gold rows weighted 0.
+
+    Distillation's unlabeled pairs (`--extra-pairs`) have a NaN gold label and
+    train by the teacher term alone; left in, one NaN would make the epoch's
+    Pearson r NaN and count as a miss in accuracy. Score outputs become
+    (B, 1), so that per-example metrics (MAE) see one value per weighted row.
+    """
+    labels, outputs, weights = {}, dict(predictions), {}
+    for output, g in gold.items():
+        w = weight.get(output) if isinstance(weight, dict) else weight
+        rows = keras.ops.shape(g)[0]
+        w = (keras.ops.ones((rows,), "float32") if w is None
+             else keras.ops.reshape(keras.ops.cast(w, "float32"), (rows,)))
+        if keras.backend.standardize_dtype(g.dtype).startswith("float"):
+            g = keras.ops.reshape(g, (rows, -1))  # (B,) or (B,1) -> (B,1)
+            outputs[output] = keras.ops.reshape(outputs[output], (rows, -1))
+            known = keras.ops.logical_not(keras.ops.isnan(g))
+            g = keras.ops.where(known, g, keras.ops.zeros_like(g))
+            w = w * keras.ops.cast(keras.ops.all(known, axis=1), "float32")
+        labels[output], weights[output] = g, w
+    return labels, outputs, weights

@@ -12,16 +12,13 @@
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_export_fixtures import MAX_LENGTH, PAIRS, SENTENCES, expected_outputs, make_run
-from tiny_setup import TINY_FLAGS
+from test_export_fixtures import MAX_LENGTH, MEMBERS, PAIRS, SENTENCES, expected_outputs, make_run
+from tiny_setup import TINY_FLAGS, run_training
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -211,11 +208,6 @@ def test_bad_teachers_are_refused(teacher_runs, tmp_path):
 
 # ------------------------------------------------------------------------- CLI
 
-def _cli(args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-
 
 def _dev_lines(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -224,14 +216,12 @@ def _dev_lines(out):
 def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dropout,
                                                             tiny_data_dir, tmp_path):
     from tiny_setup import VOCAB
-    teacher = make_run(tmp_path / "teacher", seed=7, vocab=VOCAB, pooling="mean",
-                       paraphrase_head="dot", similarity_head="cosine",
-                       similarity_output="relu", projection_dim=8)
+    teacher = make_run(tmp_path / "teacher", seed=7, vocab=VOCAB, **MEMBERS["bi"])
     common = ["--model", str(tiny_model_dir_no_dropout), "--data-dir", str(tiny_data_dir),
               "--lr", "2e-3", *TINY_FLAGS, "--epochs", "1"]
-    plain = _cli(common + ["--variant", "dps_mse", "--out", str(tmp_path / "plain")])
+    plain = run_training(common + ["--variant", "dps_mse", "--out", str(tmp_path / "plain")])
     assert plain.returncode == 0, plain.stderr[-3000:]
-    gold = _cli(common + ["--variant", "distill", "--teacher", str(teacher),
+    gold = run_training(common + ["--variant", "distill", "--teacher", str(teacher),
                           "--teacher-weight", "0", "--out", str(tmp_path / "gold")])
     assert gold.returncode == 0, gold.stderr[-3000:]
     a, b = _dev_lines(tmp_path / "plain")[0], _dev_lines(tmp_path / "gold")[0]
@@ -246,7 +236,7 @@ def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dr
 
     # A teacher of another vocabulary is refused before training, naming it.
     stranger = make_run(tmp_path / "stranger", seed=8)
-    bad = _cli(common + ["--variant", "distill", "--teacher", str(stranger),
+    bad = run_training(common + ["--variant", "distill", "--teacher", str(stranger),
                          "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "differs from the student's encoder" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -262,13 +252,17 @@ def test_fit_trains_the_student_as_the_loop_does(tmp_path):
     from kerasbert import BertTokenizer
     from tiny_setup import VOCAB, make_data_folder
     from training import keras_fit
+    from training.extra_pairs import with_extra_pairs
     from training.readers import load_split
 
     folder = make_data_folder(tmp_path / "data")
     rng = np.random.default_rng(0)
+    # With --extra-pairs' unlabeled pairs (NaN gold), which train by the teacher term alone.
+    loaded = with_extra_pairs({task: load_split(task, "train", folder)
+                               for task in ("sst", "quora", "sts")}, 48, seed=0)
     data = {}
     for task, k in (("sst", 5), ("quora", 1), ("sts", 1)):
-        d = load_split(task, "train", folder)
+        d = loaded[task]
         soft = (rng.dirichlet(np.ones(5), len(d)) if k == 5 else
                 rng.uniform(0, 1 if task == "quora" else 5, (len(d), 1)))
         d.labels = np.concatenate([np.asarray(d.labels, np.float32)[:, None], soft], 1)
@@ -279,6 +273,9 @@ def test_fit_trains_the_student_as_the_loop_does(tmp_path):
         lengths=dict.fromkeys(("sentiment", "paraphrase", "similarity"), test_engine.LENGTH))
     steps = list(dataset.take(test_engine.STEPS))
     assert tuple(steps[0][1]["sentiment"].shape) == (test_engine.BATCH, 6)
+    gold = np.concatenate([y[out].numpy()[:, 0] for _, y in steps
+                           for out in ("paraphrase", "similarity")])
+    assert 0 < np.isnan(gold).sum() < len(gold)
 
     start = test_engine.tiny_model("distill")
     looped, losses = test_engine.custom_loop("distill", steps)
@@ -297,3 +294,12 @@ def test_fit_trains_the_student_as_the_loop_does(tmp_path):
             == y["sentiment"].numpy()[:, 0].astype(int) for x, y in steps]
     key = next(k for k in results if k.startswith("sentiment") and k.endswith("acc"))
     assert results[key] == pytest.approx(np.mean(hits), abs=1e-6)
+    # ... and skip the unlabeled pairs: r over the rows that have a gold score.
+    scores = np.concatenate([np.ravel(fitted.task_model("similarity")(x["similarity"]))
+                             for x, _ in steps])
+    gold = np.concatenate([y["similarity"].numpy()[:, 0] for _, y in steps])
+    known = ~np.isnan(gold)
+    assert 0 < known.sum() < len(gold)
+    key = next(k for k in results if k.startswith("similarity") and k.endswith("pearson"))
+    assert results[key] == pytest.approx(np.corrcoef(scores[known], gold[known])[0, 1], abs=1e-4)
+    assert all(np.isfinite(v).all() for v in history.values())

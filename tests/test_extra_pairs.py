@@ -10,9 +10,6 @@
   the flag without `--variant distill` is refused in one line.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,24 +71,17 @@ def test_with_extra_pairs_appends_to_pair_tasks_only():
     assert with_extra_pairs({"sts": sts}, 0, seed=0)["sts"] is sts
 
 
-def _cli(args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-
 
 def test_distill_labels_the_extra_pairs_through_the_teacher(tiny_model_dir_no_dropout,
                                                             tiny_data_dir, tmp_path):
-    from test_export_fixtures import make_run
-    from tiny_setup import TINY_FLAGS, VOCAB
+    from test_export_fixtures import MEMBERS, make_run
+    from tiny_setup import TINY_FLAGS, VOCAB, run_training
 
-    teacher = make_run(tmp_path / "teacher", seed=7, vocab=VOCAB, pooling="mean",
-                       paraphrase_head="dot", similarity_head="cosine",
-                       similarity_output="relu", projection_dim=8)
+    teacher = make_run(tmp_path / "teacher", seed=7, vocab=VOCAB, **MEMBERS["bi"])
     common = ["--model", str(tiny_model_dir_no_dropout), "--data-dir", str(tiny_data_dir),
               *TINY_FLAGS, "--epochs", "1"]
     out = tmp_path / "student"
-    run = _cli(common + ["--variant", "distill", "--teacher", str(teacher),
+    run = run_training(common + ["--variant", "distill", "--teacher", str(teacher),
                          "--extra-pairs", "16", "--out", str(out)])
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(out / "teacher_outputs.npz") as cache:
@@ -103,7 +93,7 @@ def test_distill_labels_the_extra_pairs_through_the_teacher(tiny_model_dir_no_dr
         assert cache["sst/values"].shape == (96, 5)  # a sentence task gets none
     assert "extra pairs: quora 112 rows" in run.stderr
 
-    refused = _cli(common + ["--variant", "dps_mse", "--extra-pairs", "4",
+    refused = run_training(common + ["--variant", "dps_mse", "--extra-pairs", "4",
                              "--out", str(tmp_path / "no")])
     assert refused.returncode == 2
     assert "--extra-pairs must be given with --variant distill only" in refused.stderr

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_setup import TINY_FLAGS, TINY_ROWS, VOCAB, tiny_config
+from tiny_setup import TINY_FLAGS, TINY_ROWS, VOCAB, run_training, tiny_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -37,11 +37,6 @@ KILL_2 = STEPS_PER_EPOCH + 7  # epoch 2, last checkpoint at step 42
 LR = "2e-3"  # high enough for the tiny random model to learn something in 2 epochs
 assert KILL_1 % CHECKPOINT_EVERY and KILL_2 % CHECKPOINT_EVERY
 
-
-def _cli(args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _state(out):
@@ -70,22 +65,22 @@ def runs(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     result = {"a_out": a_out, "b_out": b_out, "common": common}
 
     def run_a():
-        result["a"] = _cli(common + ["--out", str(a_out)])
+        result["a"] = run_training(common + ["--out", str(a_out)])
 
     thread = threading.Thread(target=run_a)
     thread.start()
     try:
-        result["b1"] = _cli(common + ["--out", str(b_out), "--kill-after-steps", str(KILL_1)])
+        result["b1"] = run_training(common + ["--out", str(b_out), "--kill-after-steps", str(KILL_1)])
         result["b1_state"] = _state(b_out)
         result["b1_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
         result["b1_metrics"] = _metric_lines(b_out)
         result["b1_best"] = (b_out / "best.keras").exists()
-        result["b2"] = _cli(common + ["--out", str(b_out), "--resume",
+        result["b2"] = run_training(common + ["--out", str(b_out), "--resume",
                                       "--kill-after-steps", str(KILL_2)])
         result["b2_state"] = _state(b_out)
         result["b2_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
         result["b2_metrics"] = _metric_lines(b_out)
-        result["b3"] = _cli(common + ["--out", str(b_out), "--resume"])
+        result["b3"] = run_training(common + ["--out", str(b_out), "--resume"])
     finally:
         thread.join()
     return result

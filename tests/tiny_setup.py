@@ -17,6 +17,9 @@ Everything is deterministic given the seed.
 """
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +148,12 @@ def tiny_config(model_dir, data_dir, out, **overrides):
 TINY_FLAGS = ["--epochs", "2", "--batch-size", "8", "--eval-batch-size", "16",
               "--max-length", "16", "--buckets", "16", "--warmup-ratio", "0",
               "--checkpoint-every", "3", "--jit", "off", "--precision", "float32", "--seed", "0"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_training(args, timeout=600):
+    """`python -m training.run *args` in a subprocess from the repository root; its CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
