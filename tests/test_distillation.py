@@ -20,8 +20,6 @@ import pytest
 from test_export_fixtures import MAX_LENGTH, MEMBERS, PAIRS, SENTENCES, expected_outputs, make_run
 from tiny_setup import TINY_FLAGS, run_training
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 # ------------------------------------------------------------ layer selection
 
@@ -222,7 +220,7 @@ def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dr
     plain = run_training(common + ["--variant", "dps_mse", "--out", str(tmp_path / "plain")])
     assert plain.returncode == 0, plain.stderr[-3000:]
     gold = run_training(common + ["--variant", "distill", "--teacher", str(teacher),
-                          "--teacher-weight", "0", "--out", str(tmp_path / "gold")])
+                                  "--teacher-weight", "0", "--out", str(tmp_path / "gold")])
     assert gold.returncode == 0, gold.stderr[-3000:]
     a, b = _dev_lines(tmp_path / "plain")[0], _dev_lines(tmp_path / "gold")[0]
     for task in ("sst", "quora", "sts"):
@@ -237,7 +235,7 @@ def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dr
     # A teacher of another vocabulary is refused before training, naming it.
     stranger = make_run(tmp_path / "stranger", seed=8)
     bad = run_training(common + ["--variant", "distill", "--teacher", str(stranger),
-                         "--out", str(tmp_path / "bad")])
+                                 "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "differs from the student's encoder" in bad.stderr
     assert "Traceback" not in bad.stderr
 

@@ -10,15 +10,12 @@
   the flag without `--variant distill` is refused in one line.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from training.examples import PairData, SentenceData
 from training.extra_pairs import _pair_id, extra_pairs, with_extra_pairs
 
-REPO = Path(__file__).resolve().parent.parent
 
 # Sentence 2k and 2k + 1 share the rare word "tok{k}" and nothing else rare.
 POOL = [f"the tok{k} is {'red' if i == 0 else 'blue'} and it {'runs' if i == 0 else 'sits'}"
@@ -71,7 +68,6 @@ def test_with_extra_pairs_appends_to_pair_tasks_only():
     assert with_extra_pairs({"sts": sts}, 0, seed=0)["sts"] is sts
 
 
-
 def test_distill_labels_the_extra_pairs_through_the_teacher(tiny_model_dir_no_dropout,
                                                             tiny_data_dir, tmp_path):
     from test_export_fixtures import MEMBERS, make_run
@@ -82,7 +78,7 @@ def test_distill_labels_the_extra_pairs_through_the_teacher(tiny_model_dir_no_dr
               *TINY_FLAGS, "--epochs", "1"]
     out = tmp_path / "student"
     run = run_training(common + ["--variant", "distill", "--teacher", str(teacher),
-                         "--extra-pairs", "16", "--out", str(out)])
+                                 "--extra-pairs", "16", "--out", str(out)])
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(out / "teacher_outputs.npz") as cache:
         for task in ("quora", "sts"):
@@ -94,7 +90,7 @@ def test_distill_labels_the_extra_pairs_through_the_teacher(tiny_model_dir_no_dr
     assert "extra pairs: quora 112 rows" in run.stderr
 
     refused = run_training(common + ["--variant", "dps_mse", "--extra-pairs", "4",
-                             "--out", str(tmp_path / "no")])
+                                     "--out", str(tmp_path / "no")])
     assert refused.returncode == 2
     assert "--extra-pairs must be given with --variant distill only" in refused.stderr
     assert "Traceback" not in refused.stderr

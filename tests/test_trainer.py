@@ -38,7 +38,6 @@ LR = "2e-3"  # high enough for the tiny random model to learn something in 2 epo
 assert KILL_1 % CHECKPOINT_EVERY and KILL_2 % CHECKPOINT_EVERY
 
 
-
 def _state(out):
     path = Path(out) / "checkpoints" / "latest.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -70,13 +69,14 @@ def runs(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     thread = threading.Thread(target=run_a)
     thread.start()
     try:
-        result["b1"] = run_training(common + ["--out", str(b_out), "--kill-after-steps", str(KILL_1)])
+        result["b1"] = run_training(common + ["--out", str(b_out),
+                                              "--kill-after-steps", str(KILL_1)])
         result["b1_state"] = _state(b_out)
         result["b1_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
         result["b1_metrics"] = _metric_lines(b_out)
         result["b1_best"] = (b_out / "best.keras").exists()
         result["b2"] = run_training(common + ["--out", str(b_out), "--resume",
-                                      "--kill-after-steps", str(KILL_2)])
+                                              "--kill-after-steps", str(KILL_2)])
         result["b2_state"] = _state(b_out)
         result["b2_files"] = sorted(p.name for p in (b_out / "checkpoints").iterdir())
         result["b2_metrics"] = _metric_lines(b_out)

@@ -153,7 +153,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_training(args, timeout=600):
-    """`python -m training.run *args` in a subprocess from the repository root; its CompletedProcess."""
+    """Runs `python -m training.run *args` from the repository root; the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
