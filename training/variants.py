@@ -154,6 +154,13 @@ VARIANTS = {v.name: v for v in (
         pooling="mean", paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
         projection_dim=128, similarity_loss="mse", distill=True),
     Variant(
+        "distill_cosine", "distill with infonce_plus's heads: one shared 256-d projection, Quora "
+        "and STS both scored by its cosine (Quora logit starts at 10 (cos - 0.5))",
+        paper="beyond paper: distillation of the ensemble",
+        pooling="mean", paraphrase_head="cosine", similarity_head="cosine",
+        similarity_output="relu", projection_dim=256, similarity_loss="mse",
+        paraphrase_logit_init=(10.0, 0.5), distill=True),
+    Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
         paper="single-task classifier", tasks=("sst",), single_task=True),
     Variant(
