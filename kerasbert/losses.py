@@ -194,8 +194,9 @@ class TaskLosses:
         mse_weight: weight of an MSE term added to STS InfoNCE (0: none).
         teacher_weight: distillation: labels are (B, 1 + K), the gold label
             then a teacher's soft outputs, and every output is trained by
-            `distillation_loss` with this weight on the teacher. None: the
-            losses above, on gold labels.
+            `distillation_loss` with this weight on the teacher (plus the
+            InfoNCE terms of a contrastive recipe, on the gold positives).
+            None: the losses above, on gold labels.
         distill_temperature: the sentiment KL term's temperature.
     """
 
@@ -226,29 +227,44 @@ class TaskLosses:
         return output
 
     def __call__(self, output, out, labels):
-        """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`."""
+        """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`.
+
+        Under distillation the output is trained by `distillation_loss`,
+        and a contrastive recipe adds its InfoNCE term on the gold positives
+        (rows without a gold label are negatives only); the MSE that
+        `mse_weight` adds to InfoNCE is then the distillation loss's own.
+        """
         if self.teacher_weight is not None and len(labels.shape) == 2:
-            if self.contrastive:
-                raise ValueError("distillation trains on the task outputs; it does not "
-                                 "combine with InfoNCE")
-            return distillation_loss(output, out, labels, self.teacher_weight,
+            scores = out[output] if isinstance(out, dict) else out
+            loss = distillation_loss(output, scores, labels, self.teacher_weight,
                                      self.distill_temperature)
+            if self.submodel(output) != output:
+                loss += self._info_nce(output, out, tf.cast(labels, tf.float32)[:, 0])
+            return loss
         if output == "sentiment":
             return sentiment_cross_entropy(out, labels)
         if output == "paraphrase":
             if self.quora_positives:
                 return (binary_cross_entropy_logits(out["paraphrase"], labels)
-                        + info_nce(out["a"], out["b"], labels > 0.5, self.temperature))
+                        + self._info_nce(output, out, labels))
             return binary_cross_entropy_logits(out, labels)
         if output != "similarity":
             raise ValueError(f"no loss for output {output!r}")
         if self.similarity == "infonce":
-            loss = info_nce(out["a"], out["b"], labels >= self.positive_threshold,
-                            self.temperature)
+            loss = self._info_nce(output, out, labels)
             if self.mse_weight:
                 loss += self.mse_weight * similarity_mse(out["similarity"], labels)
             return loss
         return SIMILARITY_LOSSES[self.similarity](out, labels)
+
+    def _info_nce(self, output, out, gold):
+        """InfoNCE on the compared vectors; positives: Quora duplicates, STS >= the threshold.
+
+        NaN gold (no label) compares false: such rows are negatives only.
+        """
+        gold = tf.cast(gold, tf.float32)
+        positive = gold > 0.5 if output == "paraphrase" else gold >= self.positive_threshold
+        return info_nce(out["a"], out["b"], positive, self.temperature)
 
     def gold_labels(self, output, labels):
         """The gold labels in `labels`: column 0 of (gold, teacher) distillation labels.

@@ -2,7 +2,8 @@
 
 * `select_layers` / `from_pretrained(layers=...)`: the student's blocks are
   exactly the chosen blocks of the checkpoint.
-* The losses against numpy computations of their formulas.
+* The losses against numpy computations of their formulas, and a contrastive
+  recipe's InfoNCE term added on the gold positives only.
 * `Teacher` from run folders against the members computed one by one in
   Keras (`test_export_fixtures.expected_outputs`), and from the export of
   those runs; the cache is read back without recomputing, and a cache of
@@ -107,6 +108,43 @@ def test_distillation_loss_mixes_gold_and_teacher():
     y = np.array([[2, 0.1, 0.2, 0.7], [1, 0.5, 0.25, 0.25]], np.float32)
     ce = -np.mean([np.log(0.7), np.log(0.25)])
     assert float(distillation_loss("sentiment", logits, y, 0.25)) == pytest.approx(0.75 * ce, rel=1e-5)
+
+
+def test_contrastive_distillation_adds_info_nce_on_gold_positives():
+    """distill_nce: the distillation loss of the output plus InfoNCE whose
+    positives are the gold ones; unlabeled (NaN) rows are negatives only."""
+    from kerasbert.losses import TaskLosses, distillation_loss
+    from test_losses import info_nce_reference
+
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(5, 4)).astype(np.float32)
+    v = (u + 2.0 * rng.normal(size=(5, 4))).astype(np.float32)
+    spec = TaskLosses(similarity="infonce", quora_positives=True, temperature=0.1,
+                      positive_threshold=4.0, teacher_weight=0.4)
+
+    logit = np.array([0.3, -1.2, 2.0, 0.1, -0.4], np.float32)
+    gold = np.array([1.0, np.nan, 0.0, 1.0, np.nan], np.float32)
+    y = np.stack([gold, rng.uniform(0.05, 0.95, 5).astype(np.float32)], 1)
+    got = float(spec("paraphrase", {"paraphrase": logit, "a": u, "b": v}, y))
+    nce = info_nce_reference(u.astype(np.float64), v.astype(np.float64),
+                             np.array([True, False, False, True, False]), 0.1)
+    assert nce > 0.1
+    expected = float(distillation_loss("paraphrase", logit, y, 0.4)) + nce
+    assert got == pytest.approx(expected, rel=1e-5)
+
+    score = np.array([4.5, 1.0, 3.0, 4.2, 2.0], np.float32)
+    sts = np.stack([np.array([4.0, 1.0, np.nan, 3.9, 5.0], np.float32),
+                    np.array([4.2, 1.5, 3.0, 4.0, 4.6], np.float32)], 1)
+    got = float(spec("similarity", {"similarity": score, "a": u, "b": v}, sts))
+    nce = info_nce_reference(u.astype(np.float64), v.astype(np.float64),
+                             np.array([True, False, False, False, True]), 0.1)
+    expected = float(distillation_loss("similarity", score, sts, 0.4)) + nce
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Sentiment has no contrastive term: its distillation loss alone.
+    logits = rng.normal(size=(2, 5)).astype(np.float32)
+    y = np.array([[2, .1, .2, .4, .2, .1], [0, .5, .2, .1, .1, .1]], np.float32)
+    assert float(spec("sentiment", logits, y)) == pytest.approx(
+        float(distillation_loss("sentiment", logits, y, 0.4)), rel=1e-6)
 
 
 # --------------------------------------------------------------------- teacher
@@ -242,8 +280,10 @@ def test_distill_with_teacher_weight_zero_trains_as_dps_mse(tiny_model_dir_no_dr
 
 # --------------------------------------------------------------- one engine
 
-def test_fit_trains_the_student_as_the_loop_does(tmp_path):
-    """Distillation labels through both front-ends: the same weights after 3 steps."""
+@pytest.mark.parametrize("variant", ["distill", "distill_nce"])
+def test_fit_trains_the_student_as_the_loop_does(tmp_path, variant):
+    """Distillation labels through both front-ends: the same weights after 3 steps
+    (`distill_nce`: with its InfoNCE terms on the gold positives)."""
     import tensorflow as tf
 
     import test_engine
@@ -275,9 +315,9 @@ def test_fit_trains_the_student_as_the_loop_does(tmp_path):
                            for out in ("paraphrase", "similarity")])
     assert 0 < np.isnan(gold).sum() < len(gold)
 
-    start = test_engine.tiny_model("distill")
-    looped, losses = test_engine.custom_loop("distill", steps)
-    fitted, history = test_engine.with_fit("distill", steps)
+    start = test_engine.tiny_model(variant)
+    looped, losses = test_engine.custom_loop(variant, steps)
+    fitted, history = test_engine.with_fit(variant, steps)
     assert test_engine.max_weight_diff(start, looped) > 1e-3
     assert test_engine.max_weight_diff(looped, fitted) < 1e-5
     for output in ("sentiment", "paraphrase", "similarity"):

@@ -161,6 +161,13 @@ VARIANTS = {v.name: v for v in (
         similarity_output="relu", projection_dim=256, similarity_loss="mse",
         paraphrase_logit_init=(10.0, 0.5), distill=True),
     Variant(
+        "distill_nce", "distill plus infonce_plus's contrastive terms on the gold positives: "
+        "InfoNCE on Quora duplicates and on STS pairs scoring >= 4, at temperature 0.05",
+        paper="beyond paper: distillation of the ensemble",
+        pooling="mean", paraphrase_head="dot", similarity_head="cosine", similarity_output="relu",
+        projection_dim=128, similarity_loss="infonce", infonce_temperature=0.05,
+        quora_positives=True, distill=True),
+    Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
         paper="single-task classifier", tasks=("sst",), single_task=True),
     Variant(
