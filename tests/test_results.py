@@ -356,3 +356,27 @@ def test_export_figures_say_whose_trainings_they_are(tmp_path):
     path.write_text(json.dumps(manifest))
     assert "**Not the current EM:** the export's members are c, b; EM's are a, b." in \
         export_section(results)
+
+
+def test_quora_ranking_reads_the_rows_and_ranks_by_hand(data_dir, capsys):
+    """`experiments.quora_ranking`: its accuracy at 0.5 is the rows' published Quora accuracy,
+    the mean line is the members' mean, and its AUC is the pairwise count of a brute force."""
+    from experiments import quora_ranking
+
+    names = ["distill_nce", "cross_bf16"]
+    quora_ranking.main([*names, "--mean", "--data-dir", str(data_dir)])
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    for name in names:
+        published = json.loads((RESULTS_DIR / name / "summary.json").read_text())["best"]
+        assert float(lines[name][2]) == pytest.approx(published["quora_acc"], abs=1e-4)
+    dev = load_split("quora", "dev", data_dir)
+    y = np.asarray(dev.labels) > 0.5
+    mean = np.mean([quora_ranking.dev_probabilities(n, dev.ids) for n in names], axis=0)
+    assert float(lines["mean"][2]) == pytest.approx(((mean > 0.5) == y).mean(), abs=1e-4)
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=400).round(1)  # many ties
+    labels = rng.random(400) < 1 / (1 + np.exp(-2 * scores))
+    pos, neg = scores[labels], scores[~labels]
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum())
+    assert quora_ranking.auc(scores, labels) == pytest.approx(pairwise / (len(pos) * len(neg)))
