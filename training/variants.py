@@ -168,6 +168,14 @@ VARIANTS = {v.name: v for v in (
         projection_dim=128, similarity_loss="infonce", infonce_temperature=0.05,
         quora_positives=True, distill=True),
     Variant(
+        "distill_cosine_nce", "distill_cosine's heads with distill_nce's InfoNCE terms: "
+        "infonce_plus's whole recipe, learning from --teacher",
+        paper="beyond paper: distillation of the ensemble",
+        pooling="mean", paraphrase_head="cosine", similarity_head="cosine",
+        similarity_output="relu", projection_dim=256, similarity_loss="infonce",
+        infonce_temperature=0.05, quora_positives=True, paraphrase_logit_init=(10.0, 0.5),
+        distill=True),
+    Variant(
         "classifier", "single-task sentiment classifier (the starter's milestone)",
         paper="single-task classifier", tasks=("sst",), single_task=True),
     Variant(
