@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.rows import RESULTS_DIR
+from training import run_folder as rf
 
 
 def auc(scores, labels):
@@ -57,9 +58,9 @@ def best_threshold(probabilities, labels, grid=np.linspace(0.05, 0.95, 91)):
 def dev_probabilities(source, ids):
     """Quora duplicate probabilities of a row or run folder, in the order of `ids`."""
     folder = Path(source)
-    path = folder / "predictions" / "dev-outputs.npz"
-    if not path.is_file():
-        path = (folder if folder.is_dir() else RESULTS_DIR / source) / "dev-outputs.npz"
+    path = folder / rf.PREDICTIONS / rf.DEV_OUTPUTS
+    if not path.is_file():  # a row keeps the same file at its top
+        path = (folder if folder.is_dir() else RESULTS_DIR / source) / rf.DEV_OUTPUTS
     if not path.is_file():
         raise SystemExit(f"{source}: no dev-outputs.npz (neither a row in {RESULTS_DIR} "
                          "nor a run folder with predictions/)")
