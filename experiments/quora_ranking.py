@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.rows import RESULTS_DIR
+from experiments.rows import RESULTS_DIR, outputs_in_order
 from training import run_folder as rf
 
 
@@ -57,26 +57,20 @@ def best_threshold(probabilities, labels, grid=np.linspace(0.05, 0.95, 91)):
 
 def dev_probabilities(source, ids):
     """Quora duplicate probabilities of a row or run folder, in the order of `ids`."""
-    folder = Path(source)
-    path = folder / rf.PREDICTIONS / rf.DEV_OUTPUTS
-    if not path.is_file():  # a row keeps the same file at its top
-        path = (folder if folder.is_dir() else RESULTS_DIR / source) / rf.DEV_OUTPUTS
-    if not path.is_file():
+    run_outputs = Path(source) / rf.PREDICTIONS / rf.DEV_OUTPUTS
+    if run_outputs.is_file():  # a run folder's, keyed by example id
+        try:
+            logits = outputs_in_order(run_outputs, {"quora": ids}.get)["quora"]
+        except KeyError as e:
+            raise SystemExit(f"{run_outputs}: no Quora dev output for id {e}") from None
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    row = Path(source) if Path(source).is_dir() else RESULTS_DIR / source
+    if not (row / rf.DEV_OUTPUTS).is_file():
         raise SystemExit(f"{source}: no dev-outputs.npz (neither a row in {RESULTS_DIR} "
                          "nor a run folder with predictions/)")
-    with np.load(path) as npz:
-        if "quora" in npz.files:  # a row's: already in the dev file's row order
-            logits = npz["quora"].astype(np.float64)
-            if len(logits) != len(ids):
-                raise SystemExit(f"{path}: {len(logits)} Quora outputs for {len(ids)} dev pairs")
-        else:  # a run's: keyed by example id
-            position = {i: n for n, i in enumerate(npz["quora_ids"].tolist())}
-            missing = [i for i in ids if i not in position]
-            if missing:
-                raise SystemExit(f"{path}: no Quora dev output for id {missing[0]!r} "
-                                 f"({len(missing)} missing)")
-            logits = npz["quora_outputs"][[position[i] for i in ids]].astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-logits))
+    from experiments.ensemble import member_probabilities  # imports TensorFlow: rows only
+
+    return member_probabilities(row, {"quora": ids}, tasks=("quora",))["quora"]
 
 
 def main(argv=None):

@@ -208,12 +208,12 @@ def _publish_outputs(pred_dir, row, split, required=True):
         return False
     from training.predictions import prediction_path, read_predictions
 
-    np.savez_compressed(target, **_outputs_in_order(
+    np.savez_compressed(target, **outputs_in_order(
         source, lambda task: list(read_predictions(prediction_path(pred_dir, task, split)))))
     return True
 
 
-def _outputs_in_order(source, ids_of):
+def outputs_in_order(source, ids_of):
     """{task: the raw outputs in a run's `*-outputs.npz`, in the order of `ids_of(task)`}.
 
     A task for which `ids_of` returns None is left out.
@@ -337,7 +337,7 @@ def compare(run_dir, row, tolerance=1e-3):
     if (run_dir / rf.PREDICTIONS / rf.DEV_OUTPUTS).is_file() and \
             (row / rf.DEV_OUTPUTS).is_file():
         # The row's outputs are in its prediction files' order: put the run's in the same.
-        ran_outputs = _outputs_in_order(run_dir / rf.PREDICTIONS / rf.DEV_OUTPUTS, row_ids.get)
+        ran_outputs = outputs_in_order(run_dir / rf.PREDICTIONS / rf.DEV_OUTPUTS, row_ids.get)
         with np.load(row / rf.DEV_OUTPUTS) as row_outputs:
             for task in set(ran_outputs) & set(row_outputs.files):
                 outputs[task] = float(np.abs(ran_outputs[task] - row_outputs[task]).max())

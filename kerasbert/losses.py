@@ -239,7 +239,7 @@ class TaskLosses:
             loss = distillation_loss(output, scores, labels, self.teacher_weight,
                                      self.distill_temperature)
             if self.submodel(output) != output:
-                loss += self._info_nce(output, out, tf.cast(labels, tf.float32)[:, 0])
+                loss += self._info_nce(output, out, self.gold_labels(output, labels))
             return loss
         if output == "sentiment":
             return sentiment_cross_entropy(out, labels)
