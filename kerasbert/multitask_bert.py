@@ -131,6 +131,17 @@ class MultitaskBert(keras.Model):
             raise KeyError(f"no sub-model {name!r}; have {sorted(self._submodels)}")
         return self._submodels[name]
 
+    def paraphrase_logit_layer(self):
+        """The Dense layer (1 unit) whose output is the paraphrase logit.
+
+        A calibration `logit -> a * logit + b` folds into its kernel and
+        bias (`training.calibration.PlattScaling.fold`): `paraphrase_dense`
+        for a concat head or a cross-encoder, else the scalar
+        `paraphrase_score_affine` on the dot/cosine score.
+        """
+        concat = self.pair_encoding == "cross" or self.paraphrase_head == "concat"
+        return self.get_layer("paraphrase_dense" if concat else "paraphrase_score_affine")
+
     # ------------------------------------------------------------ training
     def compile(self, optimizer="rmsprop", *, task_losses=None, **kwargs):
         """`keras.Model.compile`, plus `task_losses` to train through `train_step`.

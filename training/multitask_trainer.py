@@ -20,6 +20,7 @@ from kerasbert.from_pretrained import DEFAULT_MODEL
 from kerasbert_lite.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
+from training.calibration import PlattScaling, holdout_mask
 from training.examples import PairData, SentenceData
 from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
@@ -223,6 +224,10 @@ class MultitaskTrainer:
             return batches(data, cfg.eval_batch_size, self.eval_buckets)
 
         train_data = {t: self._read(t, "train") for t in self.train_tasks}
+        self.calibration_batches = None
+        if cfg.calibration_holdout:
+            train_data["quora"], held_out = self._hold_out(train_data["quora"])
+            self.calibration_batches = eval_batches(held_out)
         if self.variant.distill:
             train_data = self._with_teacher_outputs(train_data)
         self.train_batches = {t: batches(data, cfg.batch_size) for t, data in train_data.items()}
@@ -242,6 +247,32 @@ class MultitaskTrainer:
                 clip_norm=cfg.clip_norm, loss_scale=self.precision.policy == "mixed_float16",
                 lazy_embeddings=cfg.embedding_update == "lazy")
         return self
+
+    def _hold_out(self, quora):
+        """(training pairs, held-out pairs) of quora-train (`--calibration-holdout`)."""
+        held = holdout_mask(quora.ids, self.config.calibration_holdout)
+        if held.all() or not held.any():
+            raise ValueError(f"--calibration-holdout {self.config.calibration_holdout} holds out "
+                             f"{held.sum()} of the {len(quora)} quora-train pairs; it must leave "
+                             "some to train on and some to calibrate on")
+        logger.info("calibration: %d of %d quora-train pairs held out of training",
+                    held.sum(), len(quora))
+        return quora.subset(np.flatnonzero(~held)), quora.subset(np.flatnonzero(held))
+
+    def _calibrate(self):
+        """Fits Platt scaling on the held-out pairs and folds it into the model.
+
+        Returns (its record for metrics.jsonl, the unfolded weights of the logit
+        layer): training goes on from those, so checkpoints hold them.
+        """
+        layer = self.model.paraphrase_logit_layer()
+        logits = self.predict("quora", self.calibration_batches, split="held-out")
+        gold = np.asarray(self.calibration_batches.data.labels, np.float64)
+        fit = PlattScaling.fit(logits, gold)
+        record = dict(fit.to_dict(),
+                      held_out_acc_before=float(np.mean((logits > 0) == (gold > 0.5))),
+                      held_out_acc=float(np.mean((fit(logits) > 0) == (gold > 0.5))))
+        return record, fit.fold(layer)
 
     def _with_teacher_outputs(self, train_data):
         cfg = self.config
@@ -662,11 +693,17 @@ class MultitaskTrainer:
             bar.close()
             train_seconds = time.time() - epoch_start
             raw = {}
+            # Dev, the best epoch's weights and best.keras are all of the
+            # calibrated model; training resumes from the unfolded weights.
+            calibration, unfolded = (self._calibrate() if self.calibration_batches is not None
+                                     else (None, None))
             metrics, predictions = self.evaluate(raw_outputs=raw)
             record = {"epoch": epoch + 1, "step": state["global_step"],
                       "train_loss": {t: s / n for t, (s, n) in loss_sums.items()},
                       "dev": metrics, "train_seconds": round(train_seconds, 1),
                       "eval_seconds": round(time.time() - epoch_start - train_seconds, 1)}
+            if calibration is not None:
+                record["calibration"] = calibration
             state["history"].append(record)
             if chief:
                 rf.write_history(self.out, state["history"])
@@ -687,6 +724,8 @@ class MultitaskTrainer:
             if chief:
                 print(_epoch_line(record, improved), file=sys.stderr)
             state.update(epoch=epoch + 1, position=0, loss_sums={})
+            if unfolded is not None:
+                self.model.paraphrase_logit_layer().set_weights(unfolded)
             self._write_checkpoint(state)
         writer.close()
         return self._finish(state)
@@ -812,8 +851,13 @@ def _epoch_line(record, improved):
     parts = [f"{k}={v:.4f}" for k, v in dev.items()]
     losses_ = ", ".join(f"{t} {v:.4f}" for t, v in record["train_loss"].items())
     mark = " (best so far)" if improved else ""
+    cal = record.get("calibration")
+    calibrated = (f"; paraphrase logit calibrated to {cal['scale']:.3f} z {cal['bias']:+.3f} on "
+                  f"{cal['pairs']} held-out pairs (acc {cal['held_out_acc_before']:.4f} -> "
+                  f"{cal['held_out_acc']:.4f})" if cal else "")
     return (f"epoch {record['epoch']}: train loss {losses_}; dev {' '.join(parts)}{mark}; "
-            f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval")
+            f"{record['train_seconds']:.0f}s train, {record['eval_seconds']:.0f}s eval"
+            + calibrated)
 
 def _plot_learning_curves(history, path, title=""):
     """Per-task train loss and dev metrics per epoch, side by side, saved as PNG."""

@@ -90,6 +90,10 @@ def build_parser():
     add("--extra-pairs", type=int, default=0, metavar="N",
         help="--variant distill: add N unlabeled pairs of training sentences to each pair "
              "task (half word-overlap neighbours, half random), labelled by the teacher (0)")
+    add("--calibration-holdout", type=float, default=0.0, metavar="F",
+        help="hold a fraction F of quora-train out of training (by id) and refit the "
+             "paraphrase logit's scale and bias on it after each epoch, so p > .5 means "
+             "duplicate on unseen pairs too; the saved model carries it (0: off)")
     add("--student-layers", type=int, default=None,
         help="keep every k-th encoder layer, k = layers // N, from the first (DistilBERT's "
              "initialisation): 3 of MiniLM's 6 takes layers 0, 2, 4 (default: all)")
@@ -144,7 +148,7 @@ def config_from_args(args):
         jit_compile=args.jit, precision=args.precision, log_every=args.log_every,
         teacher=tuple(args.teacher) if args.teacher else None,
         teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,
-        extra_pairs=args.extra_pairs,
+        extra_pairs=args.extra_pairs, calibration_holdout=args.calibration_holdout,
         student_layers=args.student_layers, seed=args.seed, strategy=args.strategy,
         tpu=args.tpu, collective_timeout=args.collective_timeout)
 

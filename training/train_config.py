@@ -57,6 +57,9 @@ class TrainConfig:
         extra_pairs: `--variant distill`: unlabeled pairs of training
             sentences added to each pair task, labelled by the teacher alone
             (`training.extra_pairs`); 0: none.
+        calibration_holdout: fraction of quora-train held out of training (by
+            id hash) to refit the paraphrase logit's scale and bias after each
+            epoch (`training.calibration`); 0: none.
         student_layers: keep this many encoder layers, every k-th from the
             first (k = layers // N): 3 of 6 keeps 0, 2, 4. None keeps all.
         seed: seeds data order, dropout and head initialisation.
@@ -119,6 +122,7 @@ class TrainConfig:
     teacher_weight: float = 0.5
     distill_temperature: float = 1.0
     extra_pairs: int = 0
+    calibration_holdout: float = 0.0
     student_layers: int = None
     seed: int = 0
     strategy: str = "auto"
@@ -218,6 +222,12 @@ class TrainConfig:
              "a count of at least 0", self.extra_pairs)
         need(not self.extra_pairs or distill, "--extra-pairs",
              "given with --variant distill only (a teacher labels the pairs)", self.extra_pairs)
+        need(number(self.calibration_holdout) and 0 <= self.calibration_holdout <= 0.5,
+             "--calibration-holdout", "in [0, 0.5]", self.calibration_holdout)
+        trained = self.tasks or VARIANTS[self.variant].tasks
+        need(not self.calibration_holdout or "quora" in trained, "--calibration-holdout",
+             "given only when quora is trained (it holds out quora-train pairs)",
+             self.calibration_holdout)
         if self.student_layers is not None:
             need(integer(self.student_layers) and self.student_layers >= 1, "--student-layers",
                  "at least 1", self.student_layers)
