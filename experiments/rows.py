@@ -52,7 +52,7 @@ _FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tas
           "warmup_ratio": "--warmup-ratio", "weight_decay": "--weight-decay",
           "clip_norm": "--clip-norm", "teacher": "--teacher", "teacher_weight": "--teacher-weight",
           "distill_temperature": "--distill-temperature", "extra_pairs": "--extra-pairs",
-          "student_layers": "--student-layers", "embedding_update": "--embedding-update",
+          "calibration_holdout": "--calibration-holdout", "student_layers": "--student-layers", "embedding_update": "--embedding-update",
           "seed": "--seed"}
 
 

@@ -252,12 +252,26 @@ def test_training_args_round_trip_through_the_command_line():
                  ["--variant", "classifier_mean", "--task", "sst", "--mode", "frozen", "--epochs", "5"],
                  ["--variant", "cross", "--epochs", "2", "--lr", "3e-05", "--seed", "3"],
                  ["--variant", "distill", "--epochs", "5", "--teacher", "runs/a", "runs/b",
-                  "--extra-pairs", "6000", "--embedding-update", "dense"]):
+                  "--extra-pairs", "6000", "--embedding-update", "dense"],
+                 ["--variant", "distill_cosine_nce", "--epochs", "5", "--teacher", "runs/a",
+                  "--calibration-holdout", "0.1", "--student-layers", "3"]):
         config = config_from_args(build_parser().parse_args(argv))
         as_dict = {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in config.__dict__.items()}
         again = config_from_args(build_parser().parse_args(training_args(as_dict)))
         assert again == config, argv
+
+
+def test_every_setting_of_a_run_is_in_its_recorded_command():
+    """A TrainConfig field that changes what is trained must have a flag in
+    the row's command, or republishing the row drops it silently."""
+    import dataclasses
+
+    from experiments.rows import _FLAGS
+    from training.train_config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields - set(_FLAGS) - set(TrainConfig.RESUMABLE_CHANGES) == set()
 
 
 def test_em_test_predictions_are_the_ensemble_mean(tiny_data_dir, tmp_path):
