@@ -52,8 +52,8 @@ _FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tas
           "warmup_ratio": "--warmup-ratio", "weight_decay": "--weight-decay",
           "clip_norm": "--clip-norm", "teacher": "--teacher", "teacher_weight": "--teacher-weight",
           "distill_temperature": "--distill-temperature", "extra_pairs": "--extra-pairs",
-          "calibration_holdout": "--calibration-holdout", "student_layers": "--student-layers", "embedding_update": "--embedding-update",
-          "seed": "--seed"}
+          "calibration_holdout": "--calibration-holdout", "student_layers": "--student-layers",
+          "embedding_update": "--embedding-update", "seed": "--seed"}
 
 
 def training_args(config):

@@ -267,11 +267,14 @@ class MultitaskTrainer:
         """
         layer = self.model.paraphrase_logit_layer()
         logits = self.predict("quora", self.calibration_batches, split="held-out")
-        gold = np.asarray(self.calibration_batches.data.labels, np.float64)
+        gold = self.calibration_batches.data.labels
         fit = PlattScaling.fit(logits, gold)
-        record = dict(fit.to_dict(),
-                      held_out_acc_before=float(np.mean((logits > 0) == (gold > 0.5))),
-                      held_out_acc=float(np.mean((fit(logits) > 0) == (gold > 0.5))))
+
+        def accuracy(outputs):  # as dev's quora_acc is scored
+            return float(task_metric("quora", predicted_labels("quora", outputs), gold))
+
+        record = dict(fit.to_dict(), held_out_acc_before=accuracy(logits),
+                      held_out_acc=accuracy(fit(logits)))
         return record, fit.fold(layer)
 
     def _with_teacher_outputs(self, train_data):
