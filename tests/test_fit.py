@@ -10,6 +10,7 @@ import tensorflow as tf
 from kerasbert import BertBackbone, BertConfig, BertTokenizer, MultitaskBert
 from training import keras_fit
 from kerasbert.losses import ThresholdedSimilarityBCE, thresholded_similarity_bce
+from training.calibration import PlattScaling, split_holdout
 from training.engine import WarmupLinearDecay, make_optimizer
 from training.metrics import StreamingPearson
 from training.examples import PairData, SentenceData
@@ -109,6 +110,40 @@ def test_single_task_sentiment_fit(task_data, tokenizer):
         tokenizer(task_data["sst"].take(20).texts, max_length=LENGTH), verbose=0), -1)
     expected = np.mean(predicted == task_data["sst"].labels[:20])
     assert results["acc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_platt_calibration_callback_folds_the_held_out_fit(task_data, tokenizer):
+    """After fit, the held-out logits are a*z + b, (a, b) the Platt fit of the unfolded logits z."""
+    quora, held_out = split_holdout(task_data["quora"], 0.3)
+    assert set(held_out.labels.tolist()) == {0.0, 1.0} and not set(held_out.ids) & set(quora.ids)
+    model = tiny_model("dps_mse")
+    keras_fit.compile_multitask(model, "dps_mse", lr=3e-3, head_lr=1e-2)
+    dataset, steps = keras_fit.make_fit_dataset(dict(task_data, quora=quora), tokenizer,
+                                                batch_size=BATCH, lengths=LENGTHS, seed=0)
+    calibrate = keras_fit.PlattCalibration(held_out, tokenizer, batch_size=BATCH, length=LENGTH)
+    model.fit(dataset, steps_per_epoch=steps, epochs=2, verbose=0, shuffle=False,
+              callbacks=[calibrate])
+    fit = calibrate.calibration
+    assert fit.pairs == len(held_out) and fit.scale != pytest.approx(1.0, abs=1e-3)
+    # The callback's logits are the sub-model's on the pairs, in their order.
+    calibrated = calibrate.held_out_logits()
+    direct = model.task_model("paraphrase").predict(
+        {"a": tokenizer(held_out.texts_a, max_length=LENGTH),
+         "b": tokenizer(held_out.texts_b, max_length=LENGTH)}, verbose=0).reshape(-1)
+    np.testing.assert_allclose(calibrated, direct, rtol=1e-5, atol=1e-5)
+    # Unfold by hand: the fit is the Platt fit of those logits, folded exactly.
+    layer = model.paraphrase_logit_layer()
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / fit.scale, (bias - fit.bias) / fit.scale])
+    z = calibrate.held_out_logits()
+    expected = PlattScaling.fit(z, held_out.labels)
+    assert (fit.scale, fit.bias) == pytest.approx((expected.scale, expected.bias), rel=1e-4)
+    np.testing.assert_allclose(calibrated, fit(z), rtol=1e-4, atol=1e-4)
+
+
+def test_platt_calibration_needs_labeled_pairs(task_data, tokenizer):
+    with pytest.raises(ValueError, match="labeled quora pairs held out"):
+        keras_fit.PlattCalibration(task_data["sst"], tokenizer)
 
 
 def test_a_contrastive_task_alone_is_refused_clearly():

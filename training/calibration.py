@@ -38,6 +38,27 @@ def holdout_mask(ids, fraction):
     return np.array([unit(i) < fraction for i in ids], dtype=bool)
 
 
+def split_holdout(pairs, fraction, what="calibration holdout"):
+    """`(training pairs, held-out pairs)`: `pairs` split by `holdout_mask` of its ids.
+
+    Raises ValueError naming `what` (the trainer passes its flag) when the
+    split leaves nothing on one side.
+
+    >>> from training.examples import PairData
+    >>> pairs = PairData([f"q{i}" for i in range(100)], ["a"] * 100, ["b"] * 100,
+    ...                  np.zeros(100, np.float32), "toy")
+    >>> train, held_out = split_holdout(pairs, 0.1)
+    >>> len(train) + len(held_out), sorted(held_out.ids) == sorted(
+    ...     i for i, h in zip(pairs.ids, holdout_mask(pairs.ids, 0.1)) if h)
+    (100, True)
+    """
+    held = holdout_mask(pairs.ids, fraction)
+    if held.all() or not held.any():
+        raise ValueError(f"{what} {fraction} holds out {held.sum()} of the {len(pairs)} pairs of "
+                         f"{pairs.source}; it must leave some to train on and some to calibrate on")
+    return pairs.subset(np.flatnonzero(~held)), pairs.subset(np.flatnonzero(held))
+
+
 @dataclasses.dataclass(frozen=True)
 class PlattScaling:
     """`p = sigmoid(scale * logit + bias)`, fitted to gold labels.

@@ -19,6 +19,10 @@ InfoNCE (in-batch negatives: the batch's other rows) included.
   the single-task option (fit only the sentiment sub-model on SST).
 * `make_task_eval_dataset(dev, tokenizer)`: every dev example once, as
   `(x, y, weight)` for `Model.evaluate` (padding rows have weight 0).
+* `PlattCalibration(held_out, tokenizer)`: a callback that, when `fit`
+  ends, refits the paraphrase logit on Quora pairs held out of the fit
+  (`training.calibration.split_holdout`) and folds the fit into the model:
+  the custom loop's `--calibration-holdout`.
 * Precision as in the custom loop (`--precision`): call
   `training.precision.set_precision("auto")` (bf16 where the CPU or GPU has
   it) before building the model; the heads stay float32.
@@ -43,10 +47,11 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert_lite.tasks import OUTPUTS, TASKS, tasks_of_output
+from training.calibration import PlattScaling
 from training.engine import make_optimizer
 from training.examples import PairData, SentenceData
 from training.metrics import StreamingPearson
-from training.pipelines import batch_fn, data_tensors, make_eval_dataset
+from training.pipelines import batch_fn, data_tensors, make_eval_dataset, outputs_in_data_order
 from training.train_config import TrainConfig
 from training.variants import Variant, get_variant
 
@@ -356,6 +361,66 @@ def make_task_eval_dataset(data, tokenizer, *, batch_size=64, length=64, pair_en
     return dataset.map(lambda x, y, weight, index: (x, y, weight)), steps
 
 
+class PlattCalibration(keras.callbacks.Callback):
+    """When `fit` ends, Platt-scales the paraphrase logit on held-out Quora pairs, folded in.
+
+    `model.fit`'s form of the custom loop's `--calibration-holdout`
+    (`training.calibration`): a bi-encoder's paraphrase logit is fitted on
+    training pairs it has memorised, so on new pairs its threshold is off.
+    This fits `sigmoid(a * logit + b)` to the gold labels of pairs the fit
+    never saw and folds `a`, `b` into `model.paraphrase_logit_layer()`, so
+    the model saved after `fit` and its exports carry it. Dev is not used.
+    It runs once, at the end of training: a `ModelCheckpoint` written
+    during `fit` holds the uncalibrated head.
+
+    Args:
+        held_out: `PairData` of quora-train pairs kept out of the fit's data
+            (`split_holdout(quora, 0.1)`), with gold labels.
+        tokenizer: the model's `BertTokenizer`.
+        batch_size: pairs per prediction batch.
+        length: tokens per sentence ("bi") or pair ("cross"); default: the
+            paraphrase length `make_fit_dataset` trains at.
+
+    Attributes:
+        calibration: the `PlattScaling` folded in (None until `fit` ends).
+
+    Example::
+
+        from training.calibration import split_holdout
+        data["quora"], held_out = split_holdout(data["quora"], 0.1)
+        ds, steps = make_fit_dataset(data, tokenizer)
+        compile_multitask(model, "distill_cosine_nce", total_steps=3 * steps)
+        calibrate = PlattCalibration(held_out, tokenizer)
+        model.fit(ds, steps_per_epoch=steps, epochs=3, callbacks=[calibrate])
+        calibrate.calibration  # PlattScaling(scale=..., bias=..., pairs=...)
+    """
+
+    def __init__(self, held_out, tokenizer, *, batch_size=64, length=None):
+        super().__init__()
+        if not isinstance(held_out, PairData) or not held_out.labeled or not len(held_out):
+            raise ValueError("PlattCalibration needs labeled quora pairs held out of the fit "
+                             "(training.calibration.split_holdout)")
+        self.held_out, self.tokenizer = held_out, tokenizer
+        self.batch_size, self.length = batch_size, length
+        self.calibration = None
+
+    def held_out_logits(self):
+        """The model's paraphrase logits on the held-out pairs, in their order."""
+        encoding = self.model.pair_encoding
+        length = self.length or DEFAULT_LENGTHS[encoding]["paraphrase"]
+        dataset, _ = make_eval_dataset(self.held_out, self.tokenizer, batch_size=self.batch_size,
+                                       buckets=(length,), max_length=length,
+                                       pair_encoding=encoding)
+        paraphrase = self.model.task_model("paraphrase")
+        steps = ((paraphrase(x, training=False), weight, index)
+                 for x, _, weight, index in dataset)
+        return outputs_in_data_order(steps, len(self.held_out)).reshape(-1)
+
+    def on_train_end(self, logs=None):
+        self.calibration = PlattScaling.fit(self.held_out_logits(), self.held_out.labels)
+        self.calibration.fold(self.model.paraphrase_logit_layer())
+
+
 def _steps(steps_per_epoch, counts):
     if steps_per_epoch == "max":
         return max(counts.values())
@@ -367,5 +432,5 @@ def _steps(steps_per_epoch, counts):
                      f"got {steps_per_epoch!r}")
 
 
-__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "compile_multitask", "compile_task", "epoch_batches",
+__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "PlattCalibration", "compile_multitask", "compile_task", "epoch_batches",
            "make_fit_dataset", "make_task_dataset", "make_task_eval_dataset", "task_metrics"]

@@ -20,7 +20,7 @@ from kerasbert.from_pretrained import DEFAULT_MODEL
 from kerasbert_lite.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
-from training.calibration import PlattScaling, holdout_mask
+from training.calibration import PlattScaling, split_holdout
 from training.examples import PairData, SentenceData
 from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
@@ -250,14 +250,11 @@ class MultitaskTrainer:
 
     def _hold_out(self, quora):
         """(training pairs, held-out pairs) of quora-train (`--calibration-holdout`)."""
-        held = holdout_mask(quora.ids, self.config.calibration_holdout)
-        if held.all() or not held.any():
-            raise ValueError(f"--calibration-holdout {self.config.calibration_holdout} holds out "
-                             f"{held.sum()} of the {len(quora)} quora-train pairs; it must leave "
-                             "some to train on and some to calibrate on")
+        train, held_out = split_holdout(quora, self.config.calibration_holdout,
+                                        what="--calibration-holdout")
         logger.info("calibration: %d of %d quora-train pairs held out of training",
-                    held.sum(), len(quora))
-        return quora.subset(np.flatnonzero(~held)), quora.subset(np.flatnonzero(held))
+                    len(held_out), len(quora))
+        return train, held_out
 
     def _calibrate(self):
         """Fits Platt scaling on the held-out pairs and folds it into the model.
