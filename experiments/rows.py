@@ -53,6 +53,7 @@ _FLAGS = {"variant": "--variant", "epochs": "--epochs", "model": "--model", "tas
           "clip_norm": "--clip-norm", "teacher": "--teacher", "teacher_weight": "--teacher-weight",
           "distill_temperature": "--distill-temperature", "extra_pairs": "--extra-pairs",
           "calibration_holdout": "--calibration-holdout", "student_layers": "--student-layers",
+          "embedding_teacher": "--embedding-teacher", "embedding_weight": "--embedding-weight",
           "embedding_update": "--embedding-update", "seed": "--seed"}
 
 

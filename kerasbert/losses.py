@@ -134,6 +134,42 @@ def soft_binary_cross_entropy(logits, teacher_probabilities, weight=None):
     return _mean(bce - entropy, weight)
 
 
+def embedding_distillation(u, v, teacher_vectors):
+    """Squared distance of the student's unit sentence vectors to the teacher's, both sentences.
+
+    `|u/|u| - t|^2 = 2 - 2 cos(u, t)`, averaged over rows and the two
+    sentences of each pair: 0 when every vector points the teacher's way, 4
+    when opposite. The teacher's vectors carry far more than its one score
+    per pair (every direction of a sentence, not one cosine), which is
+    what a smaller student lacks to rank pairs as its teacher does.
+
+    Args:
+        u, v: (B, D) the student's compared vectors of sentences a and b.
+        teacher_vectors: (B, 2D): the teacher's unit vectors of a, then of b.
+
+    Example:
+    >>> import numpy as np
+    >>> u = np.array([[3.0, 0.0]], np.float32); v = np.array([[0.0, 2.0]], np.float32)
+    >>> t = np.array([[1.0, 0.0, 1.0, 0.0]], np.float32)  # a agrees; b is 90 degrees off
+    >>> round(float(embedding_distillation(u, v, t)), 6)     # (0 + 2) / 2
+    1.0
+    """
+    u, v = tf.cast(u, tf.float32), tf.cast(v, tf.float32)
+    teacher_vectors = tf.cast(teacher_vectors, tf.float32)
+    width = u.shape[-1]
+    if width is not None and teacher_vectors.shape[-1] is not None \
+            and teacher_vectors.shape[-1] != 2 * width:
+        raise ValueError(f"embedding distillation: the student's vectors are {width}-d, the "
+                         f"teacher's {teacher_vectors.shape[-1] // 2}-d; they must match")
+    width = tf.shape(u)[-1]
+
+    def distance(student, teacher):
+        return tf.reduce_sum(tf.square(tf.math.l2_normalize(student, axis=-1) - teacher), -1)
+
+    return 0.5 * tf.reduce_mean(distance(u, teacher_vectors[:, :width])
+                                + distance(v, teacher_vectors[:, width:]))
+
+
 def distillation_loss(output, out, labels, teacher_weight, temperature=1.0):
     """Gold loss and teacher loss mixed: `(1 - w) * gold + w * teacher`.
 
@@ -143,7 +179,8 @@ def distillation_loss(output, out, labels, teacher_weight, temperature=1.0):
         out: the student's output.
         labels: (B, 1 + K) float: column 0 the gold label (NaN where there
             is none: such rows get the teacher term only), then the
-            teacher's soft outputs (K = C probabilities, or 1 value).
+            teacher's soft outputs (K = C probabilities, or 1 value; pair
+            rows may carry teacher vectors after it, which this ignores).
         teacher_weight: w in [0, 1].
         temperature: softens the sentiment distributions (KL term only).
 
@@ -198,6 +235,10 @@ class TaskLosses:
             InfoNCE terms of a contrastive recipe, on the gold positives).
             None: the losses above, on gold labels.
         distill_temperature: the sentiment KL term's temperature.
+        embedding_weight: distillation of sentence vectors: pair labels are
+            (B, 2 + 2D), the gold label, the teacher's score, then its unit
+            vectors of a and b, and `embedding_distillation` of the
+            student's compared vectors is added with this weight (0: none).
     """
 
     similarity: str = "bce_threshold"
@@ -207,6 +248,7 @@ class TaskLosses:
     mse_weight: float = 0.0
     teacher_weight: float = None
     distill_temperature: float = 1.0
+    embedding_weight: float = 0.0
 
     def __post_init__(self):
         if self.similarity not in SIMILARITY_LOSS_NAMES:
@@ -220,11 +262,13 @@ class TaskLosses:
 
     def submodel(self, output):
         """The `MultitaskBert.task_model` name whose outputs this loss reads."""
-        if output == "paraphrase" and self.quora_positives:
-            return "paraphrase_with_vectors"
-        if output == "similarity" and self.similarity == "infonce":
-            return "similarity_with_vectors"
+        if self._contrastive(output) or (self.embedding_weight and output != "sentiment"):
+            return f"{output}_with_vectors"
         return output
+
+    def _contrastive(self, output):
+        return ((output == "paraphrase" and self.quora_positives)
+                or (output == "similarity" and self.similarity == "infonce"))
 
     def __call__(self, output, out, labels):
         """The loss of `output` ("sentiment", "paraphrase", "similarity") on the sub-model's `out`.
@@ -233,29 +277,38 @@ class TaskLosses:
         and a contrastive recipe adds its InfoNCE term on the gold positives
         (rows without a gold label are negatives only); the MSE that
         `mse_weight` adds to InfoNCE is then the distillation loss's own.
+        With `embedding_weight`, pair outputs add `embedding_distillation`.
         """
+        scores = out[output] if isinstance(out, dict) else out
         if self.teacher_weight is not None and len(labels.shape) == 2:
-            scores = out[output] if isinstance(out, dict) else out
             loss = distillation_loss(output, scores, labels, self.teacher_weight,
                                      self.distill_temperature)
-            if self.submodel(output) != output:
+            if self._contrastive(output):
                 loss += self._info_nce(output, out, self.gold_labels(output, labels))
+            if self.embedding_weight and output != "sentiment":
+                if labels.shape[-1] is not None and labels.shape[-1] <= 2:
+                    raise ValueError(
+                        f"embedding_weight={self.embedding_weight}, but the {output} labels "
+                        "carry no teacher vectors (training.teacher.with_teacher_outputs("
+                        "..., embedding_teacher=...))")
+                loss += self.embedding_weight * embedding_distillation(
+                    out["a"], out["b"], tf.cast(labels, tf.float32)[:, 2:])
             return loss
         if output == "sentiment":
-            return sentiment_cross_entropy(out, labels)
+            return sentiment_cross_entropy(scores, labels)
         if output == "paraphrase":
             if self.quora_positives:
-                return (binary_cross_entropy_logits(out["paraphrase"], labels)
+                return (binary_cross_entropy_logits(scores, labels)
                         + self._info_nce(output, out, labels))
-            return binary_cross_entropy_logits(out, labels)
+            return binary_cross_entropy_logits(scores, labels)
         if output != "similarity":
             raise ValueError(f"no loss for output {output!r}")
         if self.similarity == "infonce":
             loss = self._info_nce(output, out, labels)
             if self.mse_weight:
-                loss += self.mse_weight * similarity_mse(out["similarity"], labels)
+                loss += self.mse_weight * similarity_mse(scores, labels)
             return loss
-        return SIMILARITY_LOSSES[self.similarity](out, labels)
+        return SIMILARITY_LOSSES[self.similarity](scores, labels)
 
     def _info_nce(self, output, out, gold):
         """InfoNCE on the compared vectors; positives: Quora duplicates, STS >= the threshold.

@@ -94,7 +94,7 @@ def _optimizer(model, variant, lr, head_lr, total_steps, variables=None):
 
 def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head_lr=HEAD_LR,
                       total_steps=None, jit_compile=True, teacher_weight=0.5,
-                      distill_temperature=1.0, **compile_kwargs):
+                      distill_temperature=1.0, embedding_weight=0.0, **compile_kwargs):
     """Compiles a `MultitaskBert` for `model.fit` with the variant's losses and per-output metrics.
 
     Args:
@@ -118,6 +118,9 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
         teacher_weight, distill_temperature: for a distillation variant, as
             `--teacher-weight` / `--distill-temperature`; its training labels
             are (gold, teacher outputs) rows (`training.teacher.with_teacher_outputs`).
+        embedding_weight: with pair rows that also carry a teacher's sentence
+            vectors (`with_teacher_outputs(..., embedding_teacher=...)`), the
+            weight of `--embedding-teacher`'s term.
         **compile_kwargs: passed to `model.compile` (e.g. `steps_per_execution`).
 
     Side effect on `model`: the unused tanh pooler under mean/[CLS] pooling
@@ -144,7 +147,8 @@ def compile_multitask(model, variant="dps_mse", optimizer=None, lr=None, *, head
     # weighted_metrics, not metrics: Keras applies sample weights only to
     # those, and the eval datasets mark their padding rows with weight 0.
     model.compile(optimizer=optimizer,
-                  task_losses=variant.task_losses(teacher_weight, distill_temperature),
+                  task_losses=variant.task_losses(teacher_weight, distill_temperature,
+                                                  embedding_weight),
                   weighted_metrics=task_metrics(), jit_compile=jit_compile, **compile_kwargs)
     return model
 

@@ -284,8 +284,32 @@ class MultitaskTrainer:
             logger.info("extra pairs: %s", ", ".join(
                 f"{task} {len(data)} rows ({cfg.extra_pairs} requested unlabeled)"
                 for task, data in train_data.items() if isinstance(data, PairData)))
+        embedding_teacher = self._embedding_teacher() if cfg.embedding_teacher else None
         # Of several workers only the chief writes the cache (the others compute alike).
-        return with_teacher_outputs(train_data, teacher, self.out, write=self.chief)
+        return with_teacher_outputs(train_data, teacher, self.out, write=self.chief,
+                                    embedding_teacher=embedding_teacher)
+
+    def _embedding_teacher(self):
+        """`--embedding-teacher`, checked against the student: same tokens, same vector width."""
+        cfg = self.config
+        teacher = Teacher.load([cfg.embedding_teacher], batch_size=cfg.eval_batch_size)
+        teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
+                              source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
+        if teacher.embedding_dim is None:
+            teacher.embeddings(None)  # raises, saying what a vector teacher must be
+        for output in ("paraphrase", "similarity"):
+            try:
+                submodel = self.model.task_model(f"{output}_with_vectors")
+            except KeyError:
+                raise ValueError(f"--embedding-teacher: --variant {cfg.variant}'s {output} head "
+                                 "compares no sentence vectors (a concat head or a "
+                                 "cross-encoder); use a dot/cosine bi-encoder student") from None
+            width = submodel.output["a"].shape[-1]
+            if width != teacher.embedding_dim:
+                raise ValueError(f"--embedding-teacher {cfg.embedding_teacher}: its sentence "
+                                 f"vectors are {teacher.embedding_dim}-d, the student's {output} "
+                                 f"vectors {width}-d; they must match")
+        return teacher
 
     # ------------------------------------------------------------------ steps
     def _train_step(self, task):
@@ -293,8 +317,9 @@ class MultitaskTrainer:
         if task not in self._steps:
             self._steps[task] = train_step_function(
                 self.model, self.optimizer,
-                self.variant.task_losses(self.config.teacher_weight,
-                                         self.config.distill_temperature),
+                self.variant.task_losses(
+                    self.config.teacher_weight, self.config.distill_temperature,
+                    self.config.embedding_weight if self.config.embedding_teacher else 0.0),
                 output=get_task(task).output, jit_compile=self.jit_compile,
                 strategy=self.strategy)
         return self._steps[task]

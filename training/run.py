@@ -90,6 +90,12 @@ def build_parser():
     add("--extra-pairs", type=int, default=0, metavar="N",
         help="--variant distill: add N unlabeled pairs of training sentences to each pair "
              "task (half word-overlap neighbours, half random), labelled by the teacher (0)")
+    add("--embedding-teacher", default=None, metavar="RUN",
+        help="--variant distill: a bi-encoder run folder (e.g. the 6-layer student) whose "
+             "unit sentence vectors the student's vectors learn, by squared distance, beside "
+             "--teacher's outputs; cached in --out")
+    add("--embedding-weight", type=float, default=1.0,
+        help="--embedding-teacher: weight of the sentence-vector term (1.0)")
     add("--calibration-holdout", type=float, default=0.0, metavar="F",
         help="hold a fraction F of quora-train out of training (by id) and refit the "
              "paraphrase logit's scale and bias on it after each epoch, so p > .5 means "
@@ -149,6 +155,7 @@ def config_from_args(args):
         teacher=tuple(args.teacher) if args.teacher else None,
         teacher_weight=args.teacher_weight, distill_temperature=args.distill_temperature,
         extra_pairs=args.extra_pairs, calibration_holdout=args.calibration_holdout,
+        embedding_teacher=args.embedding_teacher, embedding_weight=args.embedding_weight,
         student_layers=args.student_layers, seed=args.seed, strategy=args.strategy,
         tpu=args.tpu, collective_timeout=args.collective_timeout)
 

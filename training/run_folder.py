@@ -44,6 +44,8 @@ DEV_OUTPUTS = "dev-outputs.npz"
 TEST_OUTPUTS = "test-outputs.npz"
 TEACHER_RECORD = "teacher.json"
 TEACHER_OUTPUTS = "teacher_outputs.npz"
+EMBEDDING_TEACHER_RECORD = "embedding_teacher.json"
+TEACHER_EMBEDDINGS = "teacher_embeddings.npz"
 # What export needs of config.json.
 REQUIRED_CONFIG_KEYS = ("variant", "max_length", "lowercase")
 

@@ -13,6 +13,11 @@ Soft outputs, per training task:
   - `sst` / `cfimdb`: class probabilities, (N, C);
   - `quora`: the probability of "paraphrase", (N,);
   - `sts`: the similarity score on the 0-5 scale, (N,).
+
+A single bi-encoder run folder can also teach its sentence vectors
+(`--embedding-teacher`): `embeddings(data)` gives each pair's unit vectors
+of a and b, (N, 2D), cached beside the outputs (`teacher_embeddings.npz` +
+`embedding_teacher.json`).
 """
 
 import hashlib
@@ -32,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = rf.TEACHER_OUTPUTS
 CACHE_RECORD = rf.TEACHER_RECORD
+EMBEDDING_CACHE = (rf.TEACHER_EMBEDDINGS, rf.EMBEDDING_TEACHER_RECORD)
+PAIR_EMBEDDINGS = "pair_embeddings"
 _RUN_FILES = (rf.CONFIG, rf.BEST_MODEL, rf.VOCAB)
 
 
@@ -69,6 +76,9 @@ class Teacher:
         max_length: its tokens per sentence or pair.
         fingerprint: a hash of its weight files: which teacher this is.
         predict: `predict(output, data)` -> numpy soft outputs in data order.
+        embedding_dim: the width of its sentence vectors, for a single
+            bi-encoder run folder; None for any other teacher (it has no
+            one vector per sentence to teach).
 
     Example:
     >>> teacher = Teacher.load(["runs/dps_mse"])                 # doctest: +SKIP
@@ -76,8 +86,10 @@ class Teacher:
     array([3.9, 1.2, 4.6], dtype=float32)
     """
 
-    def __init__(self, kind, paths, vocabulary, max_length, fingerprint, predict):
+    def __init__(self, kind, paths, vocabulary, max_length, fingerprint, predict,
+                 embedding_dim=None):
         self.kind = kind
+        self.embedding_dim = embedding_dim
         self.paths = [str(p) for p in paths]
         self.vocabulary = list(vocabulary)
         self.max_length = int(max_length)
@@ -157,8 +169,9 @@ class Teacher:
                 key = (m, output)
                 if key not in functions:
                     submodel = model.task_model(output)
-                    functions[key] = tf.function(lambda x, s=submodel: s(x, training=False),
-                                                 reduce_retracing=True)
+                    call = (_unit_pair_vectors(submodel) if output == PAIR_EMBEDDINGS
+                            else (lambda x, s=submodel: s(x, training=False)))
+                    functions[key] = tf.function(call, reduce_retracing=True)
                 dataset, _ = batches.eval_dataset()
                 bar = _progress(len(data), f"teacher {m + 1}/{len(members)} {output}")
                 out = outputs_in_data_order(((functions[key](x), weight, index)
@@ -169,7 +182,10 @@ class Teacher:
             return (total / len(members)).astype(np.float32)
 
         fingerprint = _sha256([p / rf.BEST_MODEL for p in paths])
-        return cls("runs", paths, vocabulary, max_length, fingerprint, predict)
+        embedding_dim = None
+        if len(members) == 1 and members[0].pair_encoding == "bi":
+            embedding_dim = int(members[0].task_model(PAIR_EMBEDDINGS).outputs[0].shape[-1])
+        return cls("runs", paths, vocabulary, max_length, fingerprint, predict, embedding_dim)
 
     @classmethod
     def _from_export(cls, path, batch_size):
@@ -245,6 +261,19 @@ class Teacher:
         """Soft outputs for every example of `data`, in data order (see module docstring)."""
         return self._predict(get_task(task).output, data)
 
+    def embeddings(self, data):
+        """Unit sentence vectors of each pair of `data`, (N, 2D): a's, then b's.
+
+        Raises ValueError for a teacher without one vector per sentence
+        (an ensemble, a cross-encoder, an export folder).
+        """
+        if self.embedding_dim is None:
+            raise ValueError(
+                f"--embedding-teacher {', '.join(self.paths)}: give one bi-encoder run folder "
+                "(its sentence vectors are what the student learns); an ensemble, a "
+                "cross-encoder or an export folder has no one vector per sentence")
+        return self._predict(PAIR_EMBEDDINGS, data)
+
     def cached_outputs(self, folder, task, data, write=True):
         """`outputs(task, data)` through the cache in run folder `folder`.
 
@@ -252,31 +281,41 @@ class Teacher:
         are computed and, with `write`, added (a multi-worker run's non-chief
         workers read but never write). A cache of another teacher raises.
         """
+        return self._cached(folder, (CACHE_FILE, CACHE_RECORD), "--teacher", "outputs", task,
+                            data, lambda d: self.outputs(task, d), write)
+
+    def cached_embeddings(self, folder, task, data, write=True):
+        """`embeddings(data)` through its own cache in `folder`, as `cached_outputs`."""
+        return self._cached(folder, EMBEDDING_CACHE, "--embedding-teacher", "sentence vectors",
+                            task, data, self.embeddings, write)
+
+    def _cached(self, folder, files, flag, what, task, data, compute, write):
         folder = Path(folder)
-        cache, record = folder / CACHE_FILE, folder / CACHE_RECORD
+        cache, record = (folder / name for name in files)
         stored = {}
         if record.is_file():
             previous = _read_json(record)
             if previous.get("teacher") != self.describe():
                 raise ValueError(
-                    f"{cache}: holds the outputs of another teacher ({previous.get('teacher')}), "
-                    f"not of --teacher {', '.join(self.paths)} ({self.describe()}); remove "
+                    f"{cache}: holds the {what} of another teacher ({previous.get('teacher')}), "
+                    f"not of {flag} {', '.join(self.paths)} ({self.describe()}); remove "
                     f"{cache} and {record}, or train into another --out")
             if cache.is_file():
                 try:
                     with np.load(cache, allow_pickle=False) as npz:
                         stored = {k: npz[k] for k in npz.files}
                 except (OSError, ValueError) as e:
-                    logger.warning("%s: unreadable (%s); recomputing the teacher outputs", cache, e)
+                    logger.warning("%s: unreadable (%s); recomputing the teacher %s", cache, e,
+                                   what)
         ids_key, values_key = f"{task}/ids", f"{task}/values"
         known = set(stored[ids_key].tolist()) if ids_key in stored else set()
         need = [n for n, i in enumerate(data.ids) if i not in known]
         if need:
-            logger.info("teacher: %s: computing %d outputs (%d cached)", task, len(need),
+            logger.info("teacher: %s: computing %d %s (%d cached)", task, len(need), what,
                         len(data) - len(need))
             start = time.perf_counter()
-            fresh = self.outputs(task, data.subset(need))
-            logger.info("teacher: %s: %d outputs in %.0f s", task, len(need),
+            fresh = compute(data.subset(need))
+            logger.info("teacher: %s: %d %s in %.0f s", task, len(need), what,
                         time.perf_counter() - start)
             ids = list(stored[ids_key].tolist()) if ids_key in stored else []
             values = stored[values_key] if values_key in stored else fresh[:0]
@@ -289,6 +328,18 @@ class Teacher:
                 atomic_write(cache, lambda f: np.savez(f, **stored))
         row = {i: n for n, i in enumerate(stored[ids_key].tolist())}
         return stored[values_key][[row[i] for i in data.ids]]
+
+
+def _unit_pair_vectors(submodel):
+    """`x -> (B, 2D)`: a `pair_embeddings` sub-model's a and b vectors, each of unit length."""
+    import tensorflow as tf
+
+    def call(x):
+        out = submodel(x, training=False)
+        return tf.concat([tf.math.l2_normalize(tf.cast(out[k], tf.float32), axis=-1)
+                          for k in ("a", "b")], axis=-1)
+
+    return call
 
 
 def _soft(output, raw):
@@ -309,7 +360,7 @@ def _progress(total, label):
     return Progress(total, label, unit="example")
 
 
-def with_teacher_outputs(train_data, teacher, folder, write=True):
+def with_teacher_outputs(train_data, teacher, folder, write=True, embedding_teacher=None):
     """Each training set with (N, 1 + K) labels: the gold label, then the teacher's outputs.
 
     What a distillation recipe trains on, in the custom loop and in
@@ -322,6 +373,9 @@ def with_teacher_outputs(train_data, teacher, folder, write=True):
         teacher: a `Teacher`.
         folder: the run folder holding the cache.
         write: add what was computed to the cache (False: a non-chief worker).
+        embedding_teacher: a `Teacher` with sentence vectors (one bi-encoder
+            run): pair tasks' rows get its unit vectors of a and b after the
+            score, (N, 2 + 2D), for `TaskLosses(embedding_weight=...)`.
 
     Returns:
         {task: a copy of the data with the packed labels}.
@@ -330,8 +384,10 @@ def with_teacher_outputs(train_data, teacher, folder, write=True):
     for task, data in train_data.items():
         soft = teacher.cached_outputs(folder, task, data, write=write).reshape(len(data), -1)
         gold = np.asarray(data.labels, np.float32).reshape(-1, 1)
+        columns = [gold, soft]
+        if embedding_teacher is not None and isinstance(data, PairData):
+            columns.append(embedding_teacher.cached_embeddings(folder, task, data, write=write))
         packed = data.subset(np.arange(len(data)))
-        packed.labels = np.concatenate([gold, soft], axis=1).astype(np.float32)
+        packed.labels = np.concatenate(columns, axis=1).astype(np.float32)
         out[task] = packed
     return out
-

@@ -60,6 +60,11 @@ class TrainConfig:
         calibration_holdout: fraction of quora-train held out of training (by
             id hash) to refit the paraphrase logit's scale and bias after each
             epoch (`training.calibration`); 0: none.
+        embedding_teacher: `--variant distill`: one bi-encoder run folder
+            (e.g. a larger student) whose unit sentence vectors the student's
+            compared vectors learn (`kerasbert.losses.embedding_distillation`),
+            computed once and cached like the teacher's outputs.
+        embedding_weight: the weight of that term (with `embedding_teacher`).
         student_layers: keep this many encoder layers, every k-th from the
             first (k = layers // N): 3 of 6 keeps 0, 2, 4. None keeps all.
         seed: seeds data order, dropout and head initialisation.
@@ -123,6 +128,8 @@ class TrainConfig:
     distill_temperature: float = 1.0
     extra_pairs: int = 0
     calibration_holdout: float = 0.0
+    embedding_teacher: str = None
+    embedding_weight: float = 1.0
     student_layers: int = None
     seed: int = 0
     strategy: str = "auto"
@@ -222,6 +229,10 @@ class TrainConfig:
              "a count of at least 0", self.extra_pairs)
         need(not self.extra_pairs or distill, "--extra-pairs",
              "given with --variant distill only (a teacher labels the pairs)", self.extra_pairs)
+        need(self.embedding_teacher is None or distill, "--embedding-teacher",
+             "given with --variant distill only (beside --teacher)", self.embedding_teacher)
+        need(number(self.embedding_weight) and 0 <= self.embedding_weight < float("inf"),
+             "--embedding-weight", "a weight of at least 0", self.embedding_weight)
         need(number(self.calibration_holdout) and 0 <= self.calibration_holdout <= 0.5,
              "--calibration-holdout", "in [0, 0.5]", self.calibration_holdout)
         trained = self.tasks or VARIANTS[self.variant].tasks

@@ -85,11 +85,12 @@ class Variant:
             paraphrase_logit_init=self.paraphrase_logit_init,
         )
 
-    def task_losses(self, teacher_weight=0.5, distill_temperature=1.0):
+    def task_losses(self, teacher_weight=0.5, distill_temperature=1.0, embedding_weight=0.0):
         """The `kerasbert.losses.TaskLosses` this recipe trains with.
 
-        `teacher_weight` and `distill_temperature` (`--teacher-weight`,
-        `--distill-temperature`) count for distillation recipes only.
+        `teacher_weight`, `distill_temperature` and `embedding_weight`
+        (`--teacher-weight`, `--distill-temperature`, the weight of
+        `--embedding-teacher`'s vectors) count for distillation recipes only.
         """
         from kerasbert.losses import TaskLosses  # TensorFlow: not for --help
 
@@ -98,7 +99,8 @@ class Variant:
                           quora_positives=self.quora_positives,
                           mse_weight=self.infonce_mse_weight,
                           teacher_weight=teacher_weight if self.distill else None,
-                          distill_temperature=distill_temperature)
+                          distill_temperature=distill_temperature,
+                          embedding_weight=embedding_weight if self.distill else 0.0)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
