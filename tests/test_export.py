@@ -181,6 +181,34 @@ def test_one_member_is_a_valid_ensemble(runs):
     np.testing.assert_allclose(got["score"].numpy(), want, atol=FLOAT_TOL)
 
 
+@pytest.mark.parametrize("kind", ["bi", "cross"])
+def test_members_keep_only_the_positions_the_export_reads(runs, kind):
+    """`with_positions`: the table's first MAX_LENGTH rows, every other weight as it was."""
+    from export.multitask_ensemble import with_positions
+    from kerasbert import BertTokenizer
+    from test_export_fixtures import load_member
+
+    member = load_member(runs[kind])
+    assert member.backbone.max_sequence_length == 32 > MAX_LENGTH
+    trimmed = with_positions(member, MAX_LENGTH)
+    assert trimmed.backbone.max_sequence_length == MAX_LENGTH
+    table = {w.path: w.numpy() for w in member.weights}
+    kept = {w.path: w.numpy() for w in trimmed.weights}
+    positions = [p for p in table if "position_embedding" in p]
+    assert len(positions) == 1 and kept[positions[0]].shape[0] == MAX_LENGTH
+    np.testing.assert_array_equal(kept[positions[0]], table[positions[0]][:MAX_LENGTH])
+    for path in table.keys() - set(positions):
+        np.testing.assert_array_equal(kept[path], table[path], err_msg=path)
+    tok = BertTokenizer(VOCAB, max_length=MAX_LENGTH)
+    x = tok(SENTENCES, max_length=MAX_LENGTH)
+    np.testing.assert_allclose(trimmed.task_model("sentiment")(x, training=False),
+                               member.task_model("sentiment")(x, training=False), atol=1e-6)
+    assert with_positions(trimmed, MAX_LENGTH) is trimmed
+    # The ensemble loaded for export holds the trimmed members.
+    ensemble = MultitaskEnsemble.from_runs([runs[kind]])
+    assert ensemble.members[0].backbone.max_sequence_length == MAX_LENGTH
+
+
 def test_members_must_share_the_vocabulary(tmp_path, runs, capsys):
     other = make_run(tmp_path / "other", seed=7, vocab=VOCAB[:-1] + ["zebra"], pair_encoding="bi")
     with pytest.raises(ValueError, match=r"other/vocab.txt differs .*line 36"):
