@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kerasbert_lite.tasks import MULTITASK, get_task
 from training.engine import (encoder_learning_rate, make_optimizer, task_schedule,
                              train_step_function)
 from training.calibration import PlattScaling, split_holdout
+from training.encoder_source import checkpoint_folder
 from training.examples import PairData, SentenceData
 from training import run_folder as rf
 from training.run_folder import atomic_write, atomic_write_text
@@ -195,8 +197,10 @@ class MultitaskTrainer:
         set_precision(self.precision.policy)
         logger.info("precision: %s (%s)", self.precision.policy, self.precision.reason)
         with self.strategy.scope():
-            backbone, self.tokenizer = kerasbert.from_pretrained(
-                cfg.model, max_length=cfg.max_length, layers=student_layers(cfg))
+            with tempfile.TemporaryDirectory() as scratch:
+                source = checkpoint_folder(cfg.model, scratch)
+                backbone, self.tokenizer = kerasbert.from_pretrained(
+                    source, max_length=cfg.max_length, layers=student_layers(cfg, source))
             positions = backbone.bert_config.max_sequence_length
             if cfg.max_length > positions:
                 raise ValueError(f"--max-length must be at most {positions} for "
@@ -840,16 +844,17 @@ class MultitaskTrainer:
         return summary
 
 
-def student_layers(config):
+def student_layers(config, source=None):
     """Source layer indices `--student-layers N` keeps, or None for all.
 
     Every k-th layer from the first, k = layers // N (DistilBERT took every
-    other layer of BERT-base): 3 of MiniLM's 6 keeps 0, 2 and 4.
+    other layer of BERT-base): 3 of MiniLM's 6 keeps 0, 2 and 4. `source`:
+    the checkpoint folder `--model` resolved to (`checkpoint_folder`).
     """
     if config.student_layers is None:
         return None
     from kerasbert.from_pretrained import pretrained_config
-    total = pretrained_config(config.model).num_layers
+    total = pretrained_config(config.model if source is None else source).num_layers
     if config.student_layers > total:
         raise ValueError(f"--student-layers must be at most {total} (the encoder's layers), "
                          f"got {config.student_layers}")

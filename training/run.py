@@ -32,8 +32,9 @@ def build_parser():
         help="training recipe (see the list below; default: dps_mse)")
     add("--model", default=None,
         help="encoder: a local HF folder (config.json, model.safetensors, vocab.txt), a "
-             "Google BERT folder, or a hub name when online (default: the packaged "
-             "all-MiniLM-L6-v2)")
+             "Google BERT folder, a hub name when online, or a run folder (its fine-tuned "
+             "encoder, e.g. a 6-layer student for --student-layers 3) (default: the "
+             "packaged all-MiniLM-L6-v2)")
     add("--data-dir", default=None,
         help="folder with the CS224N files (default: $KERASBERT_DATA)")
     add("--out", default=None, help="run folder (default: runs/VARIANT)")
