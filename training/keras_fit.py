@@ -436,5 +436,6 @@ def _steps(steps_per_epoch, counts):
                      f"got {steps_per_epoch!r}")
 
 
-__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "PlattCalibration", "compile_multitask", "compile_task", "epoch_batches",
-           "make_fit_dataset", "make_task_dataset", "make_task_eval_dataset", "task_metrics"]
+__all__ = ["DEFAULT_LENGTHS", "HEAD_LR", "PlattCalibration", "compile_multitask", "compile_task",
+           "epoch_batches", "make_fit_dataset", "make_task_dataset", "make_task_eval_dataset",
+           "task_metrics"]

@@ -299,8 +299,7 @@ class MultitaskTrainer:
         teacher = Teacher.load([cfg.embedding_teacher], batch_size=cfg.eval_batch_size)
         teacher.check_student(self.tokenizer.vocabulary, cfg.max_length,
                               source=f"the student's encoder ({cfg.model or DEFAULT_MODEL})")
-        if teacher.embedding_dim is None:
-            teacher.embeddings(None)  # raises, saying what a vector teacher must be
+        teacher.check_vectors()
         for output in ("paraphrase", "similarity"):
             try:
                 submodel = self.model.task_model(f"{output}_with_vectors")

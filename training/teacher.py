@@ -267,12 +267,16 @@ class Teacher:
         Raises ValueError for a teacher without one vector per sentence
         (an ensemble, a cross-encoder, an export folder).
         """
+        self.check_vectors()
+        return self._predict(PAIR_EMBEDDINGS, data)
+
+    def check_vectors(self):
+        """Raises ValueError unless this teacher has one vector per sentence to teach."""
         if self.embedding_dim is None:
             raise ValueError(
                 f"--embedding-teacher {', '.join(self.paths)}: give one bi-encoder run folder "
                 "(its sentence vectors are what the student learns); an ensemble, a "
                 "cross-encoder or an export folder has no one vector per sentence")
-        return self._predict(PAIR_EMBEDDINGS, data)
 
     def cached_outputs(self, folder, task, data, write=True):
         """`outputs(task, data)` through the cache in run folder `folder`.
